@@ -1,0 +1,85 @@
+"""The application factory: everything the service needs is built here from Settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+
+from bot.account import me
+from bot.db.engine import make_engine, make_sessionmaker, resolve_database_url
+from bot.db.migrate import check_schema
+from bot.deps import DEPENDENCIES
+from bot.employees.controller import EmployeeController
+from bot.errors import EXCEPTION_HANDLERS
+from bot.health import health, metrics
+from bot.metrics import Metrics
+from bot.settings import Settings
+
+log = logging.getLogger("jem.app")
+
+# Meta's payloads reach 3 MB; employee imports of 10,000 rows stay well below this.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    database_url: str | None = None,
+    check_schema_on_start: bool = True,
+    extra_lifespans: Sequence[Lifespan] = (),
+) -> Litestar:
+    """Build the service.
+
+    `database_url` overrides the settings (tests pass the per-session database); the dispatcher and other
+    background parts join through `extra_lifespans` so that a plain `create_app(settings)` starts nothing
+    in the background (every test client would otherwise start a dispatcher).
+    """
+
+    @asynccontextmanager
+    async def database(app: Litestar) -> AsyncIterator[None]:
+        url, embedded = (
+            (database_url, None) if database_url else await asyncio.to_thread(resolve_database_url, settings)
+        )
+        engine = make_engine(url)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.embedded = embedded
+        try:
+            if check_schema_on_start:
+                await check_schema(engine)
+            yield
+        finally:
+            await engine.dispose()
+
+    route_handlers: list[Any] = [health, metrics, me, EmployeeController]
+
+    return Litestar(
+        route_handlers=route_handlers,
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[database, *extra_lifespans],
+        state=State({"settings": settings, "metrics": Metrics(), "dispatcher": None}),
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="jem-bot",
+            version="1.0.0",
+            description="WhatsApp announcements for employers. Every endpoint except /health, /metrics, /docs "
+            "and /webhooks/whatsapp needs `Authorization: Bearer <token>`; a token sees only its employer.",
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin(path="/"), SwaggerRenderPlugin(path="/swagger")],
+            components=Components(security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer")}),
+            security=[{"BearerToken": []}],
+        ),
+        debug=False,
+    )

@@ -1,0 +1,59 @@
+"""API tokens: generated once, stored only as a hash, resolved to the employer they belong to."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.errors import UnauthorizedError
+
+TOKEN_PREFIX = "jem_"  # noqa: S105  (a prefix, not a secret)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: every query of a request is scoped by `employer_id`."""
+
+    employer_id: int
+    token_id: int
+    timezone: str
+
+
+def generate_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> bytes:
+    # SHA-256 is enough: the token is 256 random bits, so there is nothing to brute-force.
+    return hashlib.sha256(token.encode()).digest()
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise UnauthorizedError()
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise UnauthorizedError("the Authorization header must be `Bearer <token>`")
+    return token
+
+
+async def authenticate(session: AsyncSession, authorization: str | None) -> Principal:
+    token = bearer_token(authorization)
+    # The lookup is by hash through a unique index: no timing signal about other tokens' values.
+    row = (
+        await session.execute(
+            text(
+                "SELECT t.id, t.employer_id, e.timezone FROM api_token t JOIN employer e ON e.id = t.employer_id "
+                "WHERE t.token_hash = :h AND t.revoked_at IS NULL"
+            ),
+            {"h": hash_token(token)},
+        )
+    ).first()
+    if row is None:
+        raise UnauthorizedError("the token is invalid or revoked")
+    return Principal(employer_id=row.employer_id, token_id=row.id, timezone=row.timezone)

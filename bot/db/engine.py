@@ -1,0 +1,58 @@
+"""Engines and sessions, built from settings; shared by the app, the dispatcher, the CLI and tests."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from bot.db.embedded import EmbeddedServer, start_embedded
+from bot.settings import Settings
+
+
+class DatabaseUnavailableError(Exception):
+    """The database cannot be reached."""
+
+
+def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedServer | None]:
+    """DATABASE_URL when set, else start (or join) the embedded server under JEM_DATA_DIR."""
+    if settings.database_url:
+        return settings.database_url, None
+    server = start_embedded(settings.data_dir)
+    return server.url, server
+
+
+def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 20) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        # A request must fail fast when PostgreSQL is gone (health answers 503), not hang.
+        pool_timeout=10,
+        connect_args={
+            "timeout": 5,
+            "command_timeout": 60,
+            "server_settings": {"application_name": "jem-bot"},
+        },
+    )
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise DatabaseUnavailableError(describe_connection_error(exc)) from exc
+
+
+def describe_connection_error(exc: BaseException) -> str:
+    """One line, no credentials: the exception type and the first line of its message."""
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    # asyncpg/OSError messages can echo the DSN; keep only what explains the failure.
+    if "@" in message and "://" in message:
+        message = "connection refused or invalid DATABASE_URL"
+    return f"{type(exc).__name__}: {message}"[:200]

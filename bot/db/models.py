@@ -1,0 +1,260 @@
+"""ORM models: the schema Alembic manages. API types live in bot.contracts, never these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from bot.db.base import Base
+
+ANNOUNCEMENT_STATUSES = ("scheduled", "dispatching", "completed", "cancelled")
+DELIVERY_STATUSES = (
+    "pending",
+    "sending",
+    "sent",
+    "delivered",
+    "read",
+    "failed",
+    "unknown",
+    "cancelled",
+    "skipped",
+)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Employer(Base):
+    __tablename__ = "employer"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    slug: Mapped[str] = mapped_column(Text, unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(Text, server_default="UTC")
+    created_at: Mapped[datetime] = _created()
+
+
+class ApiToken(Base):
+    __tablename__ = "api_token"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    employer_id: Mapped[int] = mapped_column(ForeignKey("employer.id", ondelete="CASCADE"), index=True)
+    # SHA-256 of the token: tokens are 256-bit random, so a slow password hash adds nothing.
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    label: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Employee(Base):
+    __tablename__ = "employee"
+    __table_args__ = (
+        UniqueConstraint("employer_id", "phone", name="uq_employee_employer_id_phone"),
+        Index("ix_employee_tags", "tags", postgresql_using="gin"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    employer_id: Mapped[int] = mapped_column(ForeignKey("employer.id", ondelete="CASCADE"))
+    # E.164 with the leading +; inbound webhooks are matched on it (one person may work for several employers).
+    phone: Mapped[str] = mapped_column(Text, index=True)
+    name: Mapped[str] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    opted_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+    deactivated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Announcement(Base):
+    __tablename__ = "announcement"
+    __table_args__ = (
+        CheckConstraint(_in("status", ANNOUNCEMENT_STATUSES), name="status"),
+        Index("ix_announcement_employer_id_id", "employer_id", "id"),
+        # The dispatcher polls for due announcements; only scheduled ones are ever candidates.
+        Index("ix_announcement_due", "send_at", postgresql_where=text("status = 'scheduled'")),
+        Index("ix_announcement_dispatching", "id", postgresql_where=text("status = 'dispatching'")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    employer_id: Mapped[int] = mapped_column(ForeignKey("employer.id", ondelete="CASCADE"))
+    message: Mapped[str] = mapped_column(Text)
+    send_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(Text, server_default="scheduled")
+    audience: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_by_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_token.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Delivery(Base):
+    """The outbound ledger: one row per (announcement, employee), plus bot replies.
+
+    Only bot.ledger changes `status`. Replies (STOP confirmations, HELP) have no announcement and are
+    made unique by `reply_key` instead, so a redelivered webhook can never queue a second reply.
+    """
+
+    __tablename__ = "delivery"
+    __table_args__ = (
+        UniqueConstraint("announcement_id", "employee_id", name="uq_delivery_announcement_id_employee_id"),
+        CheckConstraint(_in("status", DELIVERY_STATUSES), name="status"),
+        CheckConstraint(_in("kind", ("announcement", "reply")), name="kind"),
+        CheckConstraint(
+            "(kind = 'announcement' AND announcement_id IS NOT NULL) OR (kind = 'reply' AND reply_key IS NOT NULL)",
+            name="kind_key",
+        ),
+        # The claim scans only due pending rows; without this partial index it is ~7x slower.
+        Index("ix_delivery_pending_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        Index("ix_delivery_sending_claimed_by", "claimed_by", postgresql_where=text("status = 'sending'")),
+        Index("ix_delivery_announcement_id_status", "announcement_id", "status"),
+        Index("ix_delivery_employee_id", "employee_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    employer_id: Mapped[int] = mapped_column(ForeignKey("employer.id", ondelete="CASCADE"))
+    announcement_id: Mapped[int | None] = mapped_column(ForeignKey("announcement.id", ondelete="CASCADE"))
+    employee_id: Mapped[int] = mapped_column(ForeignKey("employee.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(Text, server_default="announcement")
+    body: Mapped[str | None] = mapped_column(Text)
+    reply_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    status: Mapped[str] = mapped_column(Text, server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = _created()
+    claimed_by: Mapped[str | None] = mapped_column(Text)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    wamid: Mapped[str | None] = mapped_column(Text, unique=True)
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_title: Mapped[str | None] = mapped_column(Text)
+    skip_reason: Mapped[str | None] = mapped_column(Text)
+    resend_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    read_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    unknown_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ResendRequest(Base):
+    """Audit of the one operator action that knowingly risks a duplicate."""
+
+    __tablename__ = "resend_request"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    employer_id: Mapped[int] = mapped_column(ForeignKey("employer.id", ondelete="CASCADE"))
+    announcement_id: Mapped[int] = mapped_column(ForeignKey("announcement.id", ondelete="CASCADE"), index=True)
+    api_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_token.id", ondelete="SET NULL"))
+    deliveries: Mapped[int] = mapped_column(Integer)
+    requested_at: Mapped[datetime] = _created()
+
+
+class WebhookEvent(Base):
+    """Durable dedup of what Meta sent: `msg:<wamid>`, `st:<wamid>:<status>`, or a body hash for other kinds."""
+
+    __tablename__ = "webhook_event"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False, index=True
+    )
+
+
+class InboundMessage(Base):
+    __tablename__ = "inbound_message"
+    __table_args__ = (Index("ix_inbound_message_employer_id_id", "employer_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    wamid: Mapped[str] = mapped_column(Text, unique=True)
+    employer_id: Mapped[int | None] = mapped_column(ForeignKey("employer.id", ondelete="CASCADE"))
+    employee_id: Mapped[int | None] = mapped_column(ForeignKey("employee.id", ondelete="SET NULL"))
+    from_phone: Mapped[str] = mapped_column(Text)
+    type: Mapped[str] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    context_wamid: Mapped[str | None] = mapped_column(Text)
+    announcement_id: Mapped[int | None] = mapped_column(ForeignKey("announcement.id", ondelete="SET NULL"))
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("delivery.id", ondelete="SET NULL"))
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = _created()
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_key"
+    __table_args__ = (
+        PrimaryKeyConstraint("employer_id", "key", name="pk_idempotency_key"),
+        CheckConstraint(_in("state", ("running", "completed")), name="state"),
+    )
+
+    employer_id: Mapped[int] = mapped_column(ForeignKey("employer.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Text, server_default="running")
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # A request that died mid-flight releases its key when this passes, so the client can retry.
+    locked_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Worker(Base):
+    """Dispatcher heartbeats: the reaper judges a claimer dead by its silence here."""
+
+    __tablename__ = "worker"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    hostname: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = _created()
+    heartbeat_at: Mapped[datetime] = _created()
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SendBudget(Base):
+    """A token bucket per sending number, shared by every worker (the global send rate)."""
+
+    __tablename__ = "send_budget"
+
+    phone_number_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    tokens: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    refilled_at: Mapped[datetime] = _created()
+    # 130429 from Meta: everyone waits until then.
+    backoff_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Auth/config errors (190, 133010, 131031) pause all sending until an operator fixes the cause.
+    paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    pause_reason: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,125 @@
+"""HTTP endpoints for employees (CONTRACT.md, Employees)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Response, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import contracts
+from bot.auth import Principal
+from bot.employees import service
+from bot.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, next_cursor
+
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"page size, at most {MAX_LIMIT}")]
+
+
+class EmployeeController(Controller):
+    path = "/employees"
+    tags = ["Employees"]  # noqa: RUF012  (Litestar reads it as a class attribute)
+
+    @post(
+        "/",
+        operation_id="UpsertEmployee",
+        summary="Create an employee, or update the one with this phone",
+        description="Phones are normalised to E.164. Answers 201 when created, 200 when an employee with the "
+        "same phone existed (it is updated and reactivated; an opt-out is never undone here).",
+    )
+    async def create(
+        self,
+        data: JSONBody[contracts.EmployeeIn],
+        principal: NamedDependency[Principal],
+        db_session: NamedDependency[AsyncSession],
+    ) -> Response[contracts.Employee]:
+        employee, created = await service.upsert(db_session, principal.employer_id, data)
+        await db_session.commit()
+        return Response(employee, status_code=201 if created else 200)
+
+    @post(
+        "/import",
+        status_code=200,
+        operation_id="ImportEmployees",
+        summary="Upsert up to 10,000 employees, all or nothing",
+        description="Every row is validated first; if any is invalid the answer is 422 listing each bad row "
+        "by index (`employees[3].phone`) and nothing is written.",
+    )
+    async def import_employees(
+        self,
+        data: JSONBody[contracts.EmployeeImport],
+        principal: NamedDependency[Principal],
+        db_session: NamedDependency[AsyncSession],
+    ) -> contracts.ImportResult:
+        result = await service.import_all(db_session, principal.employer_id, data.employees)
+        await db_session.commit()
+        return result
+
+    @get(
+        "/",
+        operation_id="ListEmployees",
+        summary="List employees, newest first",
+        description="`tag` may repeat (any of them matches); `q` searches name and phone; `total` counts every "
+        "match so a client can preview an audience.",
+    )
+    async def list_employees(
+        self,
+        principal: NamedDependency[Principal],
+        db_session: NamedDependency[AsyncSession],
+        tag: Annotated[list[str] | None, QueryParameter(required=False)] = None,
+        q: Annotated[str | None, QueryParameter(required=False, max_length=200)] = None,
+        include_inactive: Annotated[bool, QueryParameter(description="include deactivated employees")] = False,
+        opted_out: Annotated[bool | None, QueryParameter(required=False)] = None,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Annotated[str | None, QueryParameter(required=False)] = None,
+    ) -> contracts.TotalPage[contracts.Employee]:
+        items, total = await service.list_page(
+            db_session,
+            principal.employer_id,
+            tags=tag,
+            q=q,
+            include_inactive=include_inactive,
+            opted_out=opted_out,
+            after_id=decode_cursor(cursor),
+            limit=limit,
+        )
+        return contracts.TotalPage(
+            items=items[:limit], next_cursor=next_cursor([e.id for e in items], limit), total=total
+        )
+
+    @get("/{employee_id:int}", operation_id="GetEmployee")
+    async def get_employee(
+        self,
+        employee_id: FromPath[int],
+        principal: NamedDependency[Principal],
+        db_session: NamedDependency[AsyncSession],
+    ) -> contracts.Employee:
+        return await service.get(db_session, principal.employer_id, employee_id)
+
+    @patch("/{employee_id:int}", operation_id="UpdateEmployee")
+    async def update_employee(
+        self,
+        employee_id: FromPath[int],
+        data: JSONBody[contracts.EmployeePatch],
+        principal: NamedDependency[Principal],
+        db_session: NamedDependency[AsyncSession],
+    ) -> contracts.Employee:
+        employee = await service.patch(db_session, principal.employer_id, employee_id, data)
+        await db_session.commit()
+        return employee
+
+    @delete(
+        "/{employee_id:int}",
+        operation_id="DeactivateEmployee",
+        summary="Deactivate an employee",
+        description="The employee stops receiving announcements; their delivery history is kept.",
+    )
+    async def deactivate_employee(
+        self,
+        employee_id: FromPath[int],
+        principal: NamedDependency[Principal],
+        db_session: NamedDependency[AsyncSession],
+    ) -> None:
+        await service.deactivate(db_session, principal.employer_id, employee_id)
+        await db_session.commit()

@@ -1,0 +1,170 @@
+"""Domain errors and the one place that turns any exception into an HTTP problem response."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from bot.contracts import FieldError, Problem
+
+log = logging.getLogger("jem.errors")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class DomainError(Exception):
+    """Base of every error the API reports on purpose; the docstring is the default detail."""
+
+    status_code = 400
+    title = "Bad Request"
+
+    def __init__(self, detail: str | None = None, *, errors: list[FieldError] | None = None) -> None:
+        self.detail = detail or (type(self).__doc__ or self.title).strip()
+        self.errors = errors
+        super().__init__(self.detail)
+
+
+class BadRequestError(DomainError):
+    """The request is malformed."""
+
+
+class UnauthorizedError(DomainError):
+    """A valid bearer token is required: send `Authorization: Bearer <token>`."""
+
+    status_code = 401
+    title = "Unauthorized"
+
+
+class NotFoundError(DomainError):
+    """No such resource."""
+
+    status_code = 404
+    title = "Not Found"
+
+
+class ConflictError(DomainError):
+    """The resource is not in a state that allows this."""
+
+    status_code = 409
+    title = "Conflict"
+
+
+class PayloadTooLargeError(DomainError):
+    """The request body is too large."""
+
+    status_code = 413
+    title = "Payload Too Large"
+
+
+class ValidationFailedError(DomainError):
+    """The request has invalid fields."""
+
+    status_code = 422
+    title = "Unprocessable Content"
+
+    @classmethod
+    def one(cls, field: str, message: str) -> ValidationFailedError:
+        return cls(f"{field}: {message}", errors=[FieldError(field=field, message=message)])
+
+    @classmethod
+    def many(cls, errors: list[FieldError]) -> ValidationFailedError:
+        shown = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        return cls(f"{shown}{more}", errors=errors)
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[bytes]:
+    body = msgspec.json.encode(Problem(title=title, status=status, detail=detail, errors=errors))
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Response[bytes]:
+    return problem_response(exc.status_code, exc.title, exc.detail, exc.errors)
+
+
+def _field_from_key(key: str) -> str:
+    return key.removeprefix("data.").removeprefix("data")
+
+
+def field_error(message: str, field: str) -> FieldError:
+    """Turn a msgspec message into one naming the field: a missing field is reported at its own path."""
+    missing = re.match(r"Object missing required field `([^`]+)`", message)
+    if missing:
+        return FieldError(field=f"{field}.{missing.group(1)}" if field else missing.group(1), message="is required")
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
+    if unknown:
+        name = unknown.group(1)
+        return FieldError(field=f"{field}.{name}" if field else name, message="is not a known field")
+    return FieldError(field=field or "body", message=message)
+
+
+def from_msgspec_error(exc: msgspec.ValidationError, prefix: str = "") -> FieldError:
+    message, _, path = str(exc).partition(" - at `$")
+    return field_error(message, prefix + path.rstrip("`"))
+
+
+def validation_error_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[bytes]:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    errors: list[FieldError] = []
+    for item in extra:
+        if not isinstance(item, dict):
+            continue
+        key = str(item.get("key") or "")
+        message = str(item.get("message") or "invalid value")
+        if key == "data" and item.get("source") == "body" and message == "'data'":
+            # Litestar reports an empty body as a missing `data` field: that is a malformed request.
+            return problem_response(400, "Bad Request", "a JSON request body is required")
+        errors.append(field_error(message, _field_from_key(key)))
+    if not errors:
+        return problem_response(400, "Bad Request", str(exc.detail))
+    return domain_error_handler(_, ValidationFailedError.many(errors))
+
+
+def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    detail = str(exc.detail)
+    if status == 400 and "JSON is malformed" in detail:
+        detail = "the body is not valid JSON: " + detail.split(":", 1)[-1].strip()
+    titles = {
+        400: "Bad Request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        409: "Conflict",
+        413: "Payload Too Large",
+        415: "Unsupported Media Type",
+        422: "Unprocessable Content",
+        503: "Service Unavailable",
+    }
+    headers = dict(exc.headers) if exc.headers else None
+    return problem_response(status, titles.get(status, "Error"), detail, headers=headers)
+
+
+def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "Internal Server Error",
+        "an unexpected error occurred; it has been logged",
+    )
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    DomainError: domain_error_handler,
+    ValidationException: validation_error_handler,
+    HTTPException: http_exception_handler,
+    Exception: unexpected_error_handler,
+}

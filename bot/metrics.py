@@ -1,0 +1,48 @@
+"""Prometheus metrics, one registry per app instance (no process-global registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.sends = Counter(
+            "jem_sends",
+            "Graph send attempts by outcome (sent, retry, failed, unknown)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_events = Counter(
+            "jem_webhook_events",
+            "Webhook events by kind and result (new, duplicate)",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+        self.webhook_requests = Counter(
+            "jem_webhook_requests", "Webhook POSTs by response status", ["status"], registry=self.registry
+        )
+        self.dispatch_backlog = Gauge(
+            "jem_dispatch_backlog",
+            "Deliveries waiting to be sent (pending) or in flight (sending)",
+            ["status"],
+            registry=self.registry,
+        )
+        self.graph_latency = Histogram(
+            "jem_graph_request_seconds",
+            "Latency of Graph API send calls",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.webhook_latency = Histogram(
+            "jem_webhook_request_seconds",
+            "Time to verify, store and apply one webhook POST",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,39 @@
+"""Keyset pagination: an opaque cursor holding the last id seen (lists are newest first)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from bot.errors import ValidationFailedError
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = raw.partition(":")
+        if prefix != "id" or not value.isdigit():
+            raise ValueError(raw)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationFailedError.one("cursor", "is not a cursor this API returned") from None
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValidationFailedError.one("limit", f"must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+def next_cursor(ids: list[int], limit: int) -> str | None:
+    """Callers fetch limit+1 rows; a full extra row means there is another page."""
+    return encode_cursor(ids[limit - 1]) if len(ids) > limit else None

@@ -1,0 +1,43 @@
+"""Phone numbers: E.164 normalisation for storage, masking for anything a human or a log sees."""
+
+from __future__ import annotations
+
+import re
+
+_SEPARATORS = re.compile(r"[\s\-().]")
+_E164 = re.compile(r"\+[1-9]\d{7,14}")
+
+
+class InvalidPhoneError(ValueError):
+    pass
+
+
+def normalise_phone(raw: str) -> str:
+    """Return `+` and 8-15 digits; spaces, dashes, dots and brackets are dropped, `00` means `+`."""
+    compact = _SEPARATORS.sub("", raw.strip())
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    if not compact.startswith("+"):
+        raise InvalidPhoneError(
+            "must be in international E.164 form with a leading + and country code, e.g. +27821234567"
+        )
+    if not _E164.fullmatch(compact):
+        raise InvalidPhoneError("must be + followed by 8 to 15 digits, not starting with 0 (E.164)")
+    return compact
+
+
+def from_wa_id(wa_id: str) -> str:
+    """WhatsApp ids are E.164 digits without the +."""
+    return "+" + wa_id.lstrip("+")
+
+
+def mask_phone(phone: str) -> str:
+    """`+27821234567` -> `+27•••••4567`: enough to recognise, not enough to dial."""
+    if len(phone) < 7:
+        return "•" * len(phone)
+    return phone[:3] + "•" * (len(phone) - 7) + phone[-4:]
+
+
+def mask_id(value: str) -> str:
+    """Mask a wamid or token for logs: keep a short tail to correlate lines."""
+    return "…" + value[-6:] if len(value) > 6 else "…"

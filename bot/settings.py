@@ -1,0 +1,148 @@
+"""Configuration read once from the environment and passed everywhere explicitly."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_API_URL = "https://graph.facebook.com/v23.0"
+
+# (variable, default shown in --help, meaning). The single source for `jem-bot --help` and the README.
+ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
+    ("DATABASE_URL", "unset: embedded PostgreSQL", "postgresql+asyncpg://user:pass@host:port/db"),
+    ("JEM_DATA_DIR", "./.jem", "embedded database, demo token"),
+    ("JEM_HOST", "127.0.0.1", "where `serve` listens"),
+    ("JEM_PORT", "8000", "where `serve` listens"),
+    ("WHATSAPP_API_URL", DEFAULT_API_URL, "Graph base URL including the version"),
+    ("WHATSAPP_ACCESS_TOKEN", "-", "bearer token for the Graph API"),
+    ("WHATSAPP_PHONE_NUMBER_ID", "-", "the sending number's id"),
+    ("WHATSAPP_APP_SECRET", "-", "key of X-Hub-Signature-256; comma-separated list for rotation"),
+    ("WHATSAPP_VERIFY_TOKEN", "-", "the webhook handshake token"),
+    ("WHATSAPP_TEMPLATE", "unset: text messages", "name:language of the approved announcement template"),
+    ("JEM_SEND_RATE", "80", "messages per second for the sending number, summed over all workers"),
+)
+
+REQUIRED_WHATSAPP = (
+    "WHATSAPP_ACCESS_TOKEN",
+    "WHATSAPP_PHONE_NUMBER_ID",
+    "WHATSAPP_APP_SECRET",
+    "WHATSAPP_VERIFY_TOKEN",
+)
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line a user can act on."""
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    name: str
+    language: str
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str | None = None
+    data_dir: Path = Path(".jem")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    whatsapp_api_url: str = DEFAULT_API_URL
+    whatsapp_access_token: str = ""
+    whatsapp_phone_number_id: str = ""
+    # Several secrets are accepted during a rotation; the first is the current one.
+    whatsapp_app_secrets: tuple[str, ...] = ()
+    whatsapp_verify_token: str = ""
+    whatsapp_template: Template | None = None
+    send_rate: float = 80.0
+    # Dispatcher knobs (not part of the public environment; tests and benchmarks tune them).
+    dispatcher_batch_size: int = 200
+    dispatcher_concurrency: int = 100
+    dispatcher_poll_interval: float = 0.5
+    dispatcher_heartbeat_interval: float = 2.0
+    # A claimer silent for this long is presumed dead; its in-flight sends become `unknown`.
+    dispatcher_stale_after: float = 30.0
+    max_send_attempts: int = 8
+    graph_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str:
+            return env.get(name, "").strip()
+
+        port_raw = get("JEM_PORT") or "8000"
+        if not port_raw.isdigit() or not 0 < int(port_raw) < 65536:
+            raise ConfigError(f"JEM_PORT must be a port number 1-65535, got {port_raw!r}")
+        rate_raw = get("JEM_SEND_RATE") or "80"
+        try:
+            rate = float(rate_raw)
+        except ValueError:
+            raise ConfigError(f"JEM_SEND_RATE must be a number of messages per second, got {rate_raw!r}") from None
+        if not 0 < rate <= 10_000:
+            raise ConfigError(f"JEM_SEND_RATE must be between 0 and 10000 messages per second, got {rate_raw!r}")
+
+        template: Template | None = None
+        if raw := get("WHATSAPP_TEMPLATE"):
+            name, sep, language = raw.partition(":")
+            if not sep or not name.strip() or not language.strip():
+                raise ConfigError(
+                    f"WHATSAPP_TEMPLATE must look like name:language (e.g. staff_notice:en_US), got {raw!r}"
+                )
+            template = Template(name.strip(), language.strip())
+
+        database_url = get("DATABASE_URL") or None
+        if database_url is not None:
+            database_url = normalise_database_url(database_url)
+
+        api_url = (get("WHATSAPP_API_URL") or DEFAULT_API_URL).rstrip("/")
+        if not api_url.startswith(("http://", "https://")):
+            raise ConfigError(f"WHATSAPP_API_URL must be an http(s) URL, got {api_url!r}")
+
+        return cls(
+            database_url=database_url,
+            data_dir=Path(get("JEM_DATA_DIR") or ".jem"),
+            host=get("JEM_HOST") or "127.0.0.1",
+            port=int(port_raw),
+            whatsapp_api_url=api_url,
+            whatsapp_access_token=get("WHATSAPP_ACCESS_TOKEN"),
+            whatsapp_phone_number_id=get("WHATSAPP_PHONE_NUMBER_ID"),
+            whatsapp_app_secrets=tuple(s.strip() for s in get("WHATSAPP_APP_SECRET").split(",") if s.strip()),
+            whatsapp_verify_token=get("WHATSAPP_VERIFY_TOKEN"),
+            whatsapp_template=template,
+            send_rate=rate,
+        )
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def require_whatsapp(self) -> None:
+        """Refuse to run a sender or webhook without credentials (names only, never values)."""
+        values = {
+            "WHATSAPP_ACCESS_TOKEN": self.whatsapp_access_token,
+            "WHATSAPP_PHONE_NUMBER_ID": self.whatsapp_phone_number_id,
+            "WHATSAPP_APP_SECRET": ",".join(self.whatsapp_app_secrets),
+            "WHATSAPP_VERIFY_TOKEN": self.whatsapp_verify_token,
+        }
+        missing = [name for name in REQUIRED_WHATSAPP if not values[name]]
+        if missing:
+            raise ConfigError(
+                f"missing {', '.join(missing)}: set them in the environment, or pass --simulator to use the "
+                "built-in WhatsApp simulator"
+            )
+
+    def __repr__(self) -> str:
+        # Secrets must never reach logs or tracebacks through a repr.
+        return f"Settings(database={'set' if self.database_url else 'embedded'}, data_dir={self.data_dir})"
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the URLs people paste (postgres://, postgresql://) and pin the asyncpg driver."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    scheme = url.split("://", 1)[0] if "://" in url else url[:20]
+    raise ConfigError(f"DATABASE_URL must be a postgresql:// URL, got scheme {scheme!r}")
