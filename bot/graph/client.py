@@ -1,0 +1,142 @@
+"""The WhatsApp Cloud API (Graph) sender: one POST per message, every failure classified (see errors.py)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgspec
+
+from bot.graph.errors import AmbiguousError, classify_error_envelope, map_transport_errors, parse_retry_after
+from bot.graph.messages import template_message, text_message
+from bot.graph.transport import make_fast_transport
+from bot.metrics import Metrics
+from bot.settings import Settings, Template
+
+__all__ = ["GraphClient", "SendResult", "make_http_client"]
+
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """Meta accepted the message: ``wamid`` identifies it in status webhooks."""
+
+    wamid: str
+    wa_id: str | None
+    # Present only when the template is being paced: "accepted", "held_for_quality_assessment", "paused".
+    message_status: str | None
+
+
+class GraphClient:
+    """Sends messages through ``POST {api_url}/{phone_number_id}/messages`` over an injected httpx client.
+
+    Every call either returns a SendResult (Meta returned ``messages[0].id``) or raises a GraphError
+    subclass that says whether the message can have been accepted. It never retries by itself: whether
+    to retry is the ledger's decision (DESIGN.md §3).
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        api_url: str,
+        phone_number_id: str,
+        access_token: str,
+        template: Template | None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._http = http
+        self._url = f"{api_url.rstrip('/')}/{phone_number_id}/messages"
+        self._headers = {**_JSON_HEADERS, "Authorization": f"Bearer {access_token}"}
+        self._template = template
+        self._metrics = metrics
+        self._encoder = msgspec.json.Encoder()
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def __repr__(self) -> str:
+        # Never show the token.
+        return f"GraphClient(url={self._url!r}, template={self._template!r})"
+
+    async def send_announcement(self, *, to: str, text: str, callback_data: str) -> SendResult:
+        """Send an announcement: the approved template when one is configured, else a plain text message."""
+        if self._template is not None:
+            body = template_message(to=to, template=self._template, text=text, callback_data=callback_data)
+        else:
+            body = text_message(to=to, text=text, callback_data=callback_data)
+        return await self._post(body)
+
+    async def send_text(self, *, to: str, text: str, callback_data: str) -> SendResult:
+        """Send a free-form text (bot replies, inside the 24 h customer-service window)."""
+        return await self._post(text_message(to=to, text=text, callback_data=callback_data))
+
+    async def _post(self, body: dict[str, Any]) -> SendResult:
+        content = self._encoder.encode(body)
+        started = time.perf_counter()
+        try:
+            with map_transport_errors():
+                response = await self._http.post(self._url, content=content, headers=self._headers)
+        finally:
+            if self._metrics is not None:
+                self._metrics.graph_latency.observe(time.perf_counter() - started)
+        return parse_send_response(response)
+
+
+def parse_send_response(response: httpx.Response) -> SendResult:
+    """A SendResult from a 2xx carrying ``messages[0].id``; the classified GraphError otherwise."""
+    try:
+        payload: Any = msgspec.json.decode(response.content) if response.content else None
+    except msgspec.DecodeError:
+        payload = None
+    status = response.status_code
+    if 200 <= status < 300:
+        wamid, wa_id, message_status = _accepted(payload)
+        if wamid is None:
+            # The send may well have been accepted; we just cannot see the id.
+            raise AmbiguousError(f"HTTP {status} without messages[0].id", http_status=status)
+        return SendResult(wamid=wamid, wa_id=wa_id, message_status=message_status)
+    envelope = payload if isinstance(payload, dict) else None
+    raise classify_error_envelope(status, envelope, retry_after=parse_retry_after(response.headers.get("retry-after")))
+
+
+def _accepted(payload: Any) -> tuple[str | None, str | None, str | None]:
+    if not isinstance(payload, dict):
+        return None, None, None
+    messages = payload.get("messages")
+    first = messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
+    wamid = first.get("id")
+    message_status = first.get("message_status")
+    contacts = payload.get("contacts")
+    contact = contacts[0] if isinstance(contacts, list) and contacts and isinstance(contacts[0], dict) else {}
+    wa_id = contact.get("wa_id")
+    return (
+        wamid if isinstance(wamid, str) and wamid else None,
+        wa_id if isinstance(wa_id, str) and wa_id else None,
+        message_status if isinstance(message_status, str) else None,
+    )
+
+
+def make_http_client(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None, max_in_flight: int = 200
+) -> httpx.AsyncClient:
+    """The httpx client the dispatcher sends through, with explicit timeouts and a fast transport.
+
+    ``transport`` overrides the fast transport (tests pass ``httpx.MockTransport``). Read timeout is
+    ``settings.graph_timeout``; connect and pool waits are short because a send that never left is cheap
+    to retry, while a read timeout makes the delivery ``unknown``.
+    """
+    timeout = httpx.Timeout(
+        connect=min(5.0, settings.graph_timeout),
+        read=settings.graph_timeout,
+        write=min(5.0, settings.graph_timeout),
+        pool=min(5.0, settings.graph_timeout),
+    )
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight, keepalive_expiry=15.0)
+    if transport is None:
+        transport = make_fast_transport(limits=limits)
+    return httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits, follow_redirects=False)

@@ -1,0 +1,171 @@
+"""httpx transports fast enough to keep 100+ Graph sends in flight, with honest exception mapping.
+
+Plain ``httpx.AsyncHTTPTransport`` (httpcore) collapses on this class of machine once many requests are
+in flight (its pool is scanned under one lock per request). `AiohttpTransport` keeps the httpx API
+(respx, MockTransport, timeouts, ``AsyncClient``) but moves the HTTP/1.1 work to aiohttp's C-accelerated
+parser and connector. ``jem-bot bench client`` measures every candidate in `TRANSPORTS`.
+
+Why not ``httpx_aiohttp.AiohttpTransport`` as is: it maps *every* ``aiohttp.ClientConnectionError``
+(including ``ServerDisconnectedError`` and a reset after the request was written) to
+``httpx.ConnectTimeout``, which means "never sent" — a retry after that could deliver an announcement
+twice. Here only failures before a connection exists become connect errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import ssl
+from collections.abc import Callable, Iterator
+
+import aiohttp
+import httpx
+
+DEFAULT_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=15.0)
+
+
+@contextlib.contextmanager
+def _map_aiohttp_errors() -> Iterator[None]:
+    """aiohttp exceptions → the most specific httpx exception, preserving "was it sent?"."""
+    try:
+        yield
+    # Raised only while acquiring or opening a connection (pool wait, DNS, TCP, TLS): nothing was written.
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx.ConnectTimeout(str(exc) or "connection timeout") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise httpx.ConnectError(str(exc) or "connection failed") from exc
+    except aiohttp.InvalidURL as exc:
+        raise httpx.UnsupportedProtocol(str(exc) or "invalid URL") from exc
+    # Everything below happens on an established connection, after (part of) the request may have left.
+    except aiohttp.SocketTimeoutError as exc:
+        raise httpx.ReadTimeout(str(exc) or "read timeout") from exc
+    except TimeoutError as exc:  # aiohttp.ServerTimeoutError and asyncio's are both TimeoutError
+        raise httpx.ReadTimeout(str(exc) or "timeout") from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        raise httpx.RemoteProtocolError(str(exc) or "server disconnected") from exc
+    except aiohttp.ClientResponseError as exc:
+        raise httpx.RemoteProtocolError(str(exc) or "malformed response") from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise httpx.ReadError(str(exc) or "incomplete response body") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An httpx transport backed by one ``aiohttp.ClientSession`` (created lazily inside the event loop).
+
+    Bodies are read completely before returning (Graph answers are small JSON), so a connection goes back
+    to the pool at once and body-read failures are mapped like any other. Honours httpx's per-request
+    timeouts: ``connect`` (TCP/TLS), ``pool`` + ``connect`` (waiting for a free connection), ``read``
+    (between bytes, also covering a stalled write, since aiohttp arms it before sending).
+    """
+
+    def __init__(
+        self,
+        *,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        self._limits = limits
+        self._ssl = verify
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._limits.max_connections or 0,
+                limit_per_host=0,
+                keepalive_timeout=self._limits.keepalive_expiry or 15.0,
+                ssl=self._ssl,
+                # Graph has a handful of addresses; cache DNS so 1,000 msg/s do not mean 1,000 lookups.
+                ttl_dns_cache=60,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # httpx owns cookies, redirects, decoding and default headers; aiohttp adds none of its own.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type", "Accept"),
+                auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = request.extensions.get("timeout", {})
+        connect = timeouts.get("connect")
+        pool = timeouts.get("pool")
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=None if pool is None or connect is None else pool + connect,
+            sock_connect=connect,
+            sock_read=timeouts.get("read"),
+        )
+        content = await request.aread()
+        session = self._get_session()
+        with _map_aiohttp_errors():
+            async with session.request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=content or None,
+                allow_redirects=False,
+                timeout=timeout,
+            ) as response:
+                body = await response.read()
+                status = response.status
+                raw_headers = list(response.raw_headers)
+                reason = response.reason
+        extensions: dict[str, object] = {"http_version": b"HTTP/1.1"}
+        if reason:
+            extensions["reason_phrase"] = reason.encode("latin-1", "replace")
+        return httpx.Response(status, headers=raw_headers, content=body, request=request, extensions=extensions)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """Round-robin over several small httpcore pools (a candidate measured by ``bench client``)."""
+
+    def __init__(self, *, limits: httpx.Limits = DEFAULT_LIMITS, shards: int = 8) -> None:
+        per_shard = max(1, (limits.max_connections or 100) // shards)
+        shard_limits = httpx.Limits(
+            max_connections=per_shard, max_keepalive_connections=per_shard, keepalive_expiry=limits.keepalive_expiry
+        )
+        self._shards = [httpx.AsyncHTTPTransport(limits=shard_limits) for _ in range(shards)]
+        self._next = itertools.cycle(self._shards)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await next(self._next).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for shard in self._shards:
+            await shard.aclose()
+
+
+def _httpcore(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    return httpx.AsyncHTTPTransport(limits=limits)
+
+
+def _httpx_aiohttp(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    from httpx_aiohttp import AiohttpTransport as LibraryAiohttpTransport
+
+    transport: httpx.AsyncBaseTransport = LibraryAiohttpTransport(limits=limits)
+    return transport
+
+
+# Candidates for `jem-bot bench client --transport NAME`. "aiohttp" is the one `make_http_client` uses.
+TRANSPORTS: dict[str, Callable[[httpx.Limits], httpx.AsyncBaseTransport]] = {
+    "httpx": _httpcore,
+    "httpx-pools": lambda limits: ShardedTransport(limits=limits),
+    "httpx-aiohttp": _httpx_aiohttp,
+    "aiohttp": lambda limits: AiohttpTransport(limits=limits),
+}
+FAST_TRANSPORT = "aiohttp"
+
+
+def make_fast_transport(*, limits: httpx.Limits = DEFAULT_LIMITS) -> httpx.AsyncBaseTransport:
+    """The transport production sends go through (the winner of ``jem-bot bench client``)."""
+    return TRANSPORTS[FAST_TRANSPORT](limits)
