@@ -15,7 +15,7 @@ from bot.graph.transport import make_fast_transport
 from bot.metrics import Metrics
 from bot.settings import Settings, Template
 
-__all__ = ["GraphClient", "SendResult", "make_http_client"]
+__all__ = ["GraphClient", "SendResult", "http_limits", "make_http_client", "parse_send_response"]
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -136,7 +136,16 @@ def make_http_client(
         write=min(5.0, settings.graph_timeout),
         pool=min(5.0, settings.graph_timeout),
     )
-    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight, keepalive_expiry=15.0)
+    limits = http_limits(max_in_flight)
     if transport is None:
         transport = make_fast_transport(limits=limits)
     return httpx.AsyncClient(transport=transport, timeout=timeout, limits=limits, follow_redirects=False)
+
+
+def http_limits(max_in_flight: int) -> httpx.Limits:
+    """Connection limits for ``max_in_flight`` concurrent sends (HTTP/1.1: one request per connection).
+
+    Keep-alive is shorter than common server idle timeouts, so we rarely reuse a connection the server is
+    closing: a POST lost that way is ambiguous and its delivery becomes ``unknown``.
+    """
+    return httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight, keepalive_expiry=15.0)

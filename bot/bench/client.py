@@ -1,0 +1,286 @@
+"""`jem-bot bench client`: GraphClient throughput per httpx transport against a local fake Graph.
+
+The fake Graph runs in a separate process (its own core and event loop) on 127.0.0.1 and answers every
+``POST /{version}/{phone_number_id}/messages`` like the Cloud API after ``--latency-ms``. The client fires
+``--requests`` sends through the real `GraphClient` keeping ``--concurrency`` in flight, and reports
+msg/s and latency percentiles per transport. Bounded: at most `MAX_REQUESTS` sends and ``--max-seconds``
+per run; loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import select
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+from bot.graph.client import GraphClient, http_limits, make_http_client
+from bot.graph.errors import GraphError
+from bot.graph.transport import FAST_TRANSPORT, TRANSPORTS
+from bot.settings import Settings
+
+MAX_REQUESTS = 200_000
+MAX_CONCURRENCY = 2_000
+PHONE_NUMBER_ID = "100000000000001"
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    transport: str
+    loop: str
+    in_flight: int
+    latency_ms: float
+    requests: int
+    errors: int
+    seconds: float
+    msg_per_s: float
+    p50_ms: float
+    p99_ms: float
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--requests", type=int, default=5_000, help="sends per run (default 5000)")
+    parser.add_argument(
+        "--concurrency", type=_int_list, default=[150], help="requests in flight; a comma list runs each (default 150)"
+    )
+    parser.add_argument("--latency-ms", type=float, default=100.0, help="fake Graph answer delay (default 100)")
+    parser.add_argument(
+        "--transport",
+        action="append",
+        choices=[*TRANSPORTS, "all"],
+        help=f"transport to measure; repeat, or 'all' (default: all; production uses {FAST_TRANSPORT!r})",
+    )
+    parser.add_argument(
+        "--loop", choices=["asyncio", "uvloop"], default="asyncio", help="client event loop (default asyncio)"
+    )
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="give up on a run after this long")
+
+
+def run(settings: Settings, args: argparse.Namespace) -> None:
+    from bot.cli import UsageError
+
+    if not 1 <= args.requests <= MAX_REQUESTS:
+        raise UsageError(f"--requests must be 1-{MAX_REQUESTS}, got {args.requests}")
+    if any(not 1 <= c <= MAX_CONCURRENCY for c in args.concurrency):
+        raise UsageError(f"--concurrency must be 1-{MAX_CONCURRENCY}")
+    if not 0 <= args.latency_ms <= 10_000:
+        raise UsageError(f"--latency-ms must be 0-10000, got {args.latency_ms}")
+    if not 0 < args.max_seconds <= 3_600:
+        raise UsageError(f"--max-seconds must be 0-3600, got {args.max_seconds}")
+    chosen = args.transport or ["all"]
+    transports = list(TRANSPORTS) if "all" in chosen else list(dict.fromkeys(chosen))
+
+    results: list[RunResult] = []
+    with FakeGraphProcess(latency_ms=args.latency_ms) as server:
+        for concurrency in args.concurrency:
+            for name in transports:
+                result = run_one(
+                    server.url,
+                    transport=name,
+                    requests=args.requests,
+                    concurrency=concurrency,
+                    latency_ms=args.latency_ms,
+                    loop=args.loop,
+                    max_seconds=args.max_seconds,
+                )
+                results.append(result)
+                if not args.json:
+                    # Stream rows so a long comparison shows progress.
+                    if len(results) == 1:
+                        print(_header())
+                    print(_row(result), flush=True)
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+
+
+def run_one(
+    api_url: str,
+    *,
+    transport: str,
+    requests: int,
+    concurrency: int,
+    latency_ms: float,
+    loop: str = "asyncio",
+    max_seconds: float = 120.0,
+) -> RunResult:
+    """One measured run in a fresh event loop (so transports do not share pools or loop state)."""
+
+    async def main() -> RunResult:
+        return await asyncio.wait_for(
+            _measure(api_url, transport, requests, concurrency, latency_ms, loop), timeout=max_seconds
+        )
+
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main())
+    return asyncio.run(main())
+
+
+async def _measure(
+    api_url: str, transport: str, requests: int, concurrency: int, latency_ms: float, loop: str
+) -> RunResult:
+    settings = Settings(whatsapp_api_url=api_url, graph_timeout=30.0)
+    limits = http_limits(concurrency)
+    http = make_http_client(settings, transport=TRANSPORTS[transport](limits), max_in_flight=concurrency)
+    async with http:
+        graph = GraphClient(
+            http,
+            api_url=api_url,
+            phone_number_id=PHONE_NUMBER_ID,
+            access_token="bench-token",  # noqa: S106 - the fake server ignores it
+            template=None,
+        )
+        # Warm-up: open the connections and JIT-free first-call costs outside the measured window.
+        await _fire(graph, min(requests, concurrency), concurrency, [])
+        latencies: list[float] = []
+        started = time.perf_counter()
+        errors = await _fire(graph, requests, concurrency, latencies)
+        seconds = time.perf_counter() - started
+    latencies.sort()
+    return RunResult(
+        transport=transport,
+        loop=loop,
+        in_flight=concurrency,
+        latency_ms=latency_ms,
+        requests=requests,
+        errors=errors,
+        seconds=round(seconds, 3),
+        msg_per_s=round((requests - errors) / seconds, 1) if seconds > 0 else 0.0,
+        p50_ms=round(_percentile(latencies, 0.50) * 1000, 1),
+        p99_ms=round(_percentile(latencies, 0.99) * 1000, 1),
+    )
+
+
+async def _fire(graph: GraphClient, requests: int, concurrency: int, latencies: list[float]) -> int:
+    """Send ``requests`` messages with exactly ``concurrency`` coroutines pulling from a shared counter."""
+    remaining = requests
+    errors = 0
+
+    async def lane() -> None:
+        nonlocal remaining, errors
+        while remaining > 0:
+            remaining -= 1
+            n = remaining
+            t0 = time.perf_counter()
+            try:
+                await graph.send_text(to=f"+2782{n:07d}", text="bench", callback_data=str(n))
+            except GraphError:
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - t0)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(concurrency, requests)):
+            group.create_task(lane())
+    return errors
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    return statistics.quantiles(sorted_values, n=100, method="inclusive")[max(0, min(98, round(q * 100) - 1))]
+
+
+_COLUMNS = ("transport", "loop", "in-flight", "latency ms", "requests", "errors", "msg/s", "p50 ms", "p99 ms")
+
+
+def _header() -> str:
+    return "  ".join(f"{c:>13}" for c in _COLUMNS)
+
+
+def _row(r: RunResult) -> str:
+    values = (r.transport, r.loop, r.in_flight, r.latency_ms, r.requests, r.errors, r.msg_per_s, r.p50_ms, r.p99_ms)
+    return "  ".join(f"{v!s:>13}" for v in values)
+
+
+def _int_list(raw: str) -> list[int]:
+    try:
+        values = [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {raw!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+# --- the fake Graph server process ---------------------------------------------------------------------
+
+
+class FakeGraphProcess:
+    """A child process serving a Graph-like ``/messages`` endpoint on 127.0.0.1 (an ephemeral port)."""
+
+    def __init__(self, *, latency_ms: float, startup_timeout: float = 15.0) -> None:
+        self._latency = latency_ms / 1000.0
+        self._startup_timeout = startup_timeout
+        self._process: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def __enter__(self) -> FakeGraphProcess:
+        # A fresh interpreter (not fork, not multiprocessing-spawn): no inherited loop, threads or __main__.
+        code = f"from bot.bench.client import _serve; _serve({self._latency!r})"
+        self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no user input
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        )
+        assert self._process.stdout is not None
+        ready, _, _ = select.select([self._process.stdout], [], [], self._startup_timeout)
+        line = self._process.stdout.readline() if ready else ""
+        if not line.strip().isdigit():
+            self.__exit__(None, None, None)
+            raise RuntimeError("the fake Graph server did not start")
+        self.url = f"http://127.0.0.1:{int(line)}/v23.0"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(timeout=5)
+            if self._process.stdout is not None:
+                self._process.stdout.close()
+            self._process = None
+
+
+def _serve(latency: float) -> None:
+    """Child-process entry point: answer like the Cloud API after ``latency`` seconds, until terminated."""
+    import uvloop
+    from aiohttp import web
+
+    counter = 0
+
+    async def messages(request: web.Request) -> web.Response:
+        nonlocal counter
+        body = await request.json()
+        counter += 1
+        if latency > 0:
+            await asyncio.sleep(latency)
+        payload = {
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": body.get("to", ""), "wa_id": str(body.get("to", "")).lstrip("+")}],
+            "messages": [{"id": f"wamid.bench{counter:012d}"}],
+        }
+        return web.json_response(payload)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/{version}/{phone_number_id}/messages", messages)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        print(sockets[0].getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
