@@ -1,0 +1,266 @@
+"""BotApi: the console's only way to reach the service, over its REST API (CONTRACT.md, HTTP API).
+
+Every method returns `bot.contracts` Structs. Failures become one of two exceptions so the UI has a single
+place to explain them: `ApiError` (the server answered with a problem document) and `ApiUnreachable`
+(no answer at all: refused, timed out, DNS...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+import httpx
+import msgspec
+
+from bot import contracts
+
+T = TypeVar("T")
+
+_Params = Mapping[str, str | int | Sequence[str]]
+
+
+class ApiError(Exception):
+    """The API answered with an error status (RFC 9457 problem details)."""
+
+    def __init__(self, status: int, title: str, detail: str, field_errors: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.field_errors: dict[str, str] = field_errors or {}
+        super().__init__(f"{status} {title}: {detail}")
+
+
+class ApiUnreachable(Exception):
+    """The API could not be reached (connection refused, timeout, network error)."""
+
+
+class Api(Protocol):
+    """What the console needs from the service; `BotApi` is the real one, tests pass an in-memory fake."""
+
+    base_url: str
+
+    async def me(self) -> contracts.Me: ...
+
+    async def list_announcements(
+        self, *, status: str | None = None, cursor: str | None = None, limit: int = 50
+    ) -> contracts.Page[contracts.Announcement]: ...
+
+    async def get_announcement(self, announcement_id: int) -> contracts.Announcement: ...
+
+    async def list_deliveries(
+        self,
+        announcement_id: int,
+        *,
+        status: str | None = None,
+        q: str | None = None,
+        acknowledged: bool | None = None,
+        cursor: str | None = None,
+        limit: int = 200,
+    ) -> contracts.Page[contracts.Delivery]: ...
+
+    async def create_announcement(
+        self,
+        message: str,
+        *,
+        send_time: datetime | None,
+        audience: contracts.Audience | None,
+        idempotency_key: str,
+    ) -> contracts.Announcement: ...
+
+    async def cancel_announcement(self, announcement_id: int) -> contracts.Announcement: ...
+
+    async def resend_unknown(self, announcement_id: int) -> contracts.ResendResult: ...
+
+    async def list_employees(
+        self,
+        *,
+        tags: Sequence[str] = (),
+        q: str | None = None,
+        opted_out: bool | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> contracts.TotalPage[contracts.Employee]: ...
+
+    async def list_messages(
+        self, *, cursor: str | None = None, limit: int = 50
+    ) -> contracts.Page[contracts.InboundMessage]: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def count_audience(api: Api, audience: contracts.Audience) -> int:
+    """How many employees an announcement to this audience would reach (active and not opted out)."""
+    if audience.employee_ids is not None:
+        return len(set(audience.employee_ids))
+    page = await api.list_employees(tags=audience.tags or (), opted_out=False, limit=1)
+    return page.total
+
+
+class BotApi:
+    """Async client for the jem-bot REST API over an injected `httpx.AsyncClient` (base URL + bearer token)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+        self.base_url = str(client.base_url).rstrip("/")
+
+    @classmethod
+    def connect(cls, base_url: str, token: str, *, timeout: float = 10.0) -> BotApi:
+        """Build a BotApi with its own client for `base_url`, authenticating with `token`."""
+        client = httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=httpx.Timeout(timeout)
+        )
+        return cls(client)
+
+    async def aclose(self) -> None:
+        """Close the underlying HTTP client."""
+        await self._client.aclose()
+
+    # --- transport -------------------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        type_: type[T],
+        *,
+        params: _Params | None = None,
+        body: object = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> T:
+        content = msgspec.json.encode(body) if body is not None else None
+        hdrs = dict(headers or {})
+        if content is not None:
+            hdrs["Content-Type"] = "application/json"
+        try:
+            response = await self._client.request(method, path, params=params, content=content, headers=hdrs)
+        except httpx.TransportError as exc:
+            # Everything below HTTP (refused, reset, timeouts) means "no answer": the caller may retry.
+            raise ApiUnreachable(f"{self.base_url} is unreachable ({type(exc).__name__})") from exc
+        if response.status_code >= 400:
+            raise _problem(response)
+        try:
+            return msgspec.json.decode(response.content, type=type_)
+        except msgspec.ValidationError as exc:
+            raise ApiError(response.status_code, "Unexpected response", f"{method} {path}: {exc}") from exc
+        except msgspec.DecodeError as exc:
+            raise ApiError(response.status_code, "Unexpected response", f"{method} {path} did not answer JSON") from exc
+
+    # --- account ----------------------------------------------------------------------------------------
+
+    async def me(self) -> contracts.Me:
+        """The employer this token belongs to."""
+        return await self._request("GET", "/me", contracts.Me)
+
+    # --- announcements ----------------------------------------------------------------------------------
+
+    async def list_announcements(
+        self, *, status: str | None = None, cursor: str | None = None, limit: int = 50
+    ) -> contracts.Page[contracts.Announcement]:
+        """One page of announcements, newest first."""
+        params: dict[str, str | int] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if cursor:
+            params["cursor"] = cursor
+        return await self._request("GET", "/announcements", contracts.Page[contracts.Announcement], params=params)
+
+    async def get_announcement(self, announcement_id: int) -> contracts.Announcement:
+        """One announcement with its counts."""
+        return await self._request("GET", f"/announcements/{announcement_id}", contracts.Announcement)
+
+    async def list_deliveries(
+        self,
+        announcement_id: int,
+        *,
+        status: str | None = None,
+        q: str | None = None,
+        acknowledged: bool | None = None,
+        cursor: str | None = None,
+        limit: int = 200,
+    ) -> contracts.Page[contracts.Delivery]:
+        """One page of an announcement's deliveries (the ledger rows)."""
+        params: dict[str, str | int] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if q:
+            params["q"] = q
+        if acknowledged is not None:
+            params["acknowledged"] = "true" if acknowledged else "false"
+        if cursor:
+            params["cursor"] = cursor
+        return await self._request(
+            "GET", f"/announcements/{announcement_id}/deliveries", contracts.Page[contracts.Delivery], params=params
+        )
+
+    async def create_announcement(
+        self,
+        message: str,
+        *,
+        send_time: datetime | None,
+        audience: contracts.Audience | None,
+        idempotency_key: str,
+    ) -> contracts.Announcement:
+        """Schedule an announcement; the same `idempotency_key` never creates a second one."""
+        body: dict[str, Any] = {
+            "message": message,
+            "send_time": send_time.isoformat() if send_time is not None else None,
+        }
+        if audience is not None:
+            body["audience"] = audience
+        return await self._request(
+            "POST", "/announcements", contracts.Announcement, body=body, headers={"Idempotency-Key": idempotency_key}
+        )
+
+    async def cancel_announcement(self, announcement_id: int) -> contracts.Announcement:
+        """Cancel a scheduled announcement, or the pending rest of a dispatching one."""
+        return await self._request("POST", f"/announcements/{announcement_id}/cancel", contracts.Announcement)
+
+    async def resend_unknown(self, announcement_id: int) -> contracts.ResendResult:
+        """Resend deliveries whose outcome is unknown (accepting the duplicate risk)."""
+        return await self._request("POST", f"/announcements/{announcement_id}/resend-unknown", contracts.ResendResult)
+
+    # --- employees and inbox ----------------------------------------------------------------------------
+
+    async def list_employees(
+        self,
+        *,
+        tags: Sequence[str] = (),
+        q: str | None = None,
+        opted_out: bool | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> contracts.TotalPage[contracts.Employee]:
+        """One page of employees plus the total matching."""
+        params: dict[str, str | int | Sequence[str]] = {"limit": limit}
+        if tags:
+            params["tag"] = list(tags)
+        if q:
+            params["q"] = q
+        if opted_out is not None:
+            params["opted_out"] = "true" if opted_out else "false"
+        if cursor:
+            params["cursor"] = cursor
+        return await self._request("GET", "/employees", contracts.TotalPage[contracts.Employee], params=params)
+
+    async def list_messages(
+        self, *, cursor: str | None = None, limit: int = 50
+    ) -> contracts.Page[contracts.InboundMessage]:
+        """One page of inbound employee messages, newest first."""
+        params: dict[str, str | int] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        return await self._request("GET", "/messages", contracts.Page[contracts.InboundMessage], params=params)
+
+
+def _problem(response: httpx.Response) -> ApiError:
+    """Turn an error response into ApiError, tolerating bodies that are not problem JSON."""
+    try:
+        problem = msgspec.json.decode(response.content, type=contracts.Problem)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        reason = response.reason_phrase or "Error"
+        text = response.text.strip()[:200]
+        return ApiError(response.status_code, reason, text or reason)
+    fields = {e.field: e.message for e in problem.errors or []}
+    return ApiError(problem.status or response.status_code, problem.title, problem.detail, fields)

@@ -1,0 +1,204 @@
+"""The operator console: `make_console(api)` builds the Textual app over any `Api` (real or fake)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from bot import contracts
+from console.api import Api, ApiError, ApiUnreachable
+from console.screens import (
+    AnnouncementScreen,
+    AnnouncementsScreen,
+    ComposeScreen,
+    ConfirmScreen,
+    EmployeesScreen,
+    InboxScreen,
+)
+from console.screens.base import ApiScreen
+
+
+class ConsoleApp(App[None]):
+    """Schedule announcements, watch them go out, act on what went wrong."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "jem-bot console"
+    MODES: ClassVar[dict[str, type[Screen[None]]]] = {  # type: ignore[assignment]
+        "announcements": AnnouncementsScreen,
+        "employees": EmployeesScreen,
+        "inbox": InboxScreen,
+    }
+    DEFAULT_MODE = "announcements"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("n", "new_announcement", "New"),
+        Binding("a", "switch_mode('announcements')", "Announcements"),
+        Binding("e", "switch_mode('employees')", "Employees"),
+        Binding("i", "switch_mode('inbox')", "Inbox"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    # "connecting" until the first answer, then "ok", "down" (no answer) or "unauthorized" (401).
+    connection: reactive[str] = reactive("connecting")
+    last_ok: reactive[datetime | None] = reactive(None)
+    timezone: reactive[str] = reactive("UTC")
+
+    def __init__(self, api: Api, *, refresh_scale: float = 1.0) -> None:
+        super().__init__()
+        self.api = api
+        # Tests shrink every screen's refresh period with this; 1.0 is the real cadence (~2 s for lists).
+        self.refresh_scale = refresh_scale
+        self.employer: contracts.Employer | None = None
+
+    def on_mount(self) -> None:
+        self.load_me()
+
+    async def on_unmount(self) -> None:
+        await self.api.aclose()
+
+    @work(exclusive=True, group="me", exit_on_error=False)
+    async def load_me(self) -> None:
+        """Learn the employer (name, timezone); times are shown in its timezone."""
+        me = await self.api.me()
+        self.employer = me.employer
+        self.timezone = me.employer.timezone
+        self.sub_title = f"{me.employer.name} · {me.employer.timezone}"
+        self.report_ok()
+        if isinstance(self.screen, ApiScreen):
+            self.screen.reload()
+
+    # --- connection state and the one error handler --------------------------------------------------------
+
+    def report_ok(self) -> None:
+        """An API call succeeded."""
+        if self.connection != "ok" and self.connection != "connecting":
+            self.notify("Connected to the API again.", title="Connection", severity="information")
+        self.connection = "ok"
+        self.last_ok = datetime.now(UTC)
+
+    @on(Worker.StateChanged)
+    def _handle_worker_error(self, event: Worker.StateChanged) -> None:
+        """Every worker runs with exit_on_error=False; its failure becomes a notice here, never a crash."""
+        if event.state != WorkerState.ERROR:
+            return
+        self.report_error(event.worker.error)
+
+    def report_error(self, error: BaseException | None) -> None:
+        """Explain a failed API call once (a dead API is reported when it dies, not every refresh)."""
+        if isinstance(error, ApiUnreachable):
+            if self.connection != "down":
+                self.notify(f"{error}. Retrying every few seconds.", title="API unreachable", severity="error")
+            self.connection = "down"
+        elif isinstance(error, ApiError) and error.status == 401:
+            if self.connection != "unauthorized":
+                self.notify(
+                    "The API rejected the token (401). Start jem-console with a valid --token or JEM_API_TOKEN.",
+                    title="Not authorised",
+                    severity="error",
+                    timeout=30,
+                )
+            self.connection = "unauthorized"
+        elif isinstance(error, ApiError):
+            self.notify(error.detail, title=f"{error.title} ({error.status})", severity="error", timeout=10)
+        else:
+            self.notify(f"{type(error).__name__}: {error}", title="Unexpected error", severity="error", timeout=10)
+
+    # --- navigation and actions ----------------------------------------------------------------------------
+
+    def open_announcement(self, announcement_id: int) -> None:
+        """Show one announcement's deliveries."""
+        self.push_screen(AnnouncementScreen(announcement_id))
+
+    def action_new_announcement(self) -> None:
+        """Open the compose modal."""
+        if isinstance(self.screen, ComposeScreen):
+            return
+
+        def created(announcement: contracts.Announcement | None) -> None:
+            if announcement is not None:
+                self.notify(f"Announcement #{announcement.id} {announcement.status}.", title="Created")
+                if isinstance(self.screen, ApiScreen):
+                    self.screen.reload()
+
+        self.push_screen(ComposeScreen(), created)
+
+    def confirm_cancel(self, announcement: contracts.Announcement) -> None:
+        """Ask, then cancel (what was already sent stays sent)."""
+        if announcement.status in ("completed", "cancelled"):
+            self.notify(f"Announcement #{announcement.id} is {announcement.status}; nothing to cancel.")
+            return
+        if announcement.status == "scheduled":
+            consequence = f"Nobody will receive announcement #{announcement.id}. This cannot be undone."
+        else:
+            pending = announcement.counts.pending
+            consequence = (
+                f"Announcement #{announcement.id} is being sent: its {pending} pending deliveries will be "
+                "cancelled; messages already sent stay sent. This cannot be undone."
+            )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.cancel_announcement(announcement.id)
+
+        self.push_screen(ConfirmScreen("Cancel this announcement?", consequence, "Cancel it"), answered)
+
+    def confirm_resend_unknown(self, announcement: contracts.Announcement) -> None:
+        """Ask, then resend deliveries whose outcome is unknown (duplicate risk)."""
+        unknown = announcement.counts.unknown
+        if unknown == 0:
+            self.notify("No deliveries with an unknown outcome.")
+            return
+        consequence = (
+            f"WhatsApp may already have delivered these. Resending may duplicate the message for {unknown} "
+            f"employee{'s' if unknown != 1 else ''}. Your decision is recorded."
+        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.resend_unknown(announcement.id)
+
+        self.push_screen(ConfirmScreen("Resend unknown deliveries?", consequence, "Resend"), answered)
+
+    @work(group="actions", exit_on_error=False)
+    async def cancel_announcement(self, announcement_id: int) -> None:
+        """POST cancel and say what happened."""
+        result = await self.api.cancel_announcement(announcement_id)
+        self.report_ok()
+        self.notify(f"Announcement #{result.id} is now {result.status}.", title="Cancelled")
+        if isinstance(self.screen, ApiScreen):
+            self.screen.reload()
+
+    @work(group="actions", exit_on_error=False)
+    async def resend_unknown(self, announcement_id: int) -> None:
+        """POST resend-unknown and say how many were queued again."""
+        result = await self.api.resend_unknown(announcement_id)
+        self.report_ok()
+        self.notify(f"{result.resent} deliveries queued again.", title="Resend requested")
+        if isinstance(self.screen, ApiScreen):
+            self.screen.reload()
+
+    def action_refresh(self) -> None:
+        """Reload the current screen."""
+        if isinstance(self.screen, ApiScreen):
+            self.screen.reload()
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """Command palette entries for everything the keys do."""
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New announcement", "Write and schedule an announcement (n)", self.action_new_announcement)
+        yield SystemCommand("Announcements", "List announcements (a)", lambda: self.switch_mode("announcements"))
+        yield SystemCommand("Employees", "List employees, opt-outs included (e)", lambda: self.switch_mode("employees"))
+        yield SystemCommand("Inbox", "Messages from employees (i)", lambda: self.switch_mode("inbox"))
+        yield SystemCommand("Refresh", "Reload this screen (r)", self.action_refresh)
+
+
+def make_console(api: Api, *, refresh_scale: float = 1.0) -> ConsoleApp:
+    """Build the console over `api` (a BotApi, or a fake in tests)."""
+    return ConsoleApp(api, refresh_scale=refresh_scale)

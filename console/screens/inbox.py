@@ -1,0 +1,67 @@
+"""Inbox: what employees wrote back (replies, acknowledgements, STOP/START), newest first."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Footer, Header, Label
+
+from console.messages import MessagesLoaded
+from console.screens.announcements import preview
+from console.screens.base import ApiScreen
+from console.widgets import ConnectionIndicator
+
+
+class InboxScreen(ApiScreen):
+    """Inbound messages, refreshed every few seconds."""
+
+    REFRESH_SECONDS = 5.0
+    BINDINGS = [Binding("r", "reload", "Refresh")]  # noqa: RUF012
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(classes="toolbar"):
+            yield Label("Inbox", classes="screen-title")
+            yield ConnectionIndicator()
+        table: DataTable[object] = DataTable(id="inbox", cursor_type="row", zebra_stripes=True)
+        table.add_column("received", key="received", width=16)
+        table.add_column("from", key="from", width=18)
+        table.add_column("type", key="type", width=8)
+        table.add_column("text", key="text", width=40)
+        table.add_column("re #", key="announcement", width=5)
+        yield table
+        yield Label("", id="inbox-empty", classes="empty")
+        yield Footer()
+
+    def reload(self) -> None:
+        self.load()
+
+    @work(exclusive=True, group="inbox", exit_on_error=False)
+    async def load(self) -> None:
+        """Fetch the newest inbound messages."""
+        page = await self.api.list_messages(limit=200)
+        self.console.report_ok()
+        self.post_message(MessagesLoaded(page))
+
+    @on(MessagesLoaded)
+    def _show(self, event: MessagesLoaded) -> None:
+        table = self.query_one("#inbox", DataTable)
+        table.clear()
+        for m in event.page.items:
+            table.add_row(
+                self.local(m.received_at),
+                m.employee_name or "(unknown number)",
+                m.type,
+                preview(m.text or "", 40),
+                str(m.announcement_id) if m.announcement_id is not None else "",
+                key=str(m.id),
+            )
+        empty = self.query_one("#inbox-empty", Label)
+        empty.update("" if event.page.items else "No messages from employees yet.")
+        empty.display = not event.page.items
+
+    def action_reload(self) -> None:
+        """Reload now."""
+        self.reload()
