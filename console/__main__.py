@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from console.api import BotApi
     from console.app import make_console
 
-    make_console(BotApi.connect(url, token)).run()
+    make_console(BotApi.connect(url, token), owns_api=True).run()
 
 
 if __name__ == "__main__":

@@ -50,9 +50,11 @@ class ConsoleApp(App[None]):
     last_ok: reactive[datetime | None] = reactive(None)
     timezone: reactive[str] = reactive("UTC")
 
-    def __init__(self, api: Api, *, refresh_scale: float = 1.0) -> None:
+    def __init__(self, api: Api, *, refresh_scale: float = 1.0, owns_api: bool = False) -> None:
         super().__init__()
         self.api = api
+        # Close the API client on exit only when the console created it (tests lend theirs).
+        self.owns_api = owns_api
         # Tests shrink every screen's refresh period with this; 1.0 is the real cadence (~2 s for lists).
         self.refresh_scale = refresh_scale
         self.employer: contracts.Employer | None = None
@@ -61,7 +63,8 @@ class ConsoleApp(App[None]):
         self.load_me()
 
     async def on_unmount(self) -> None:
-        await self.api.aclose()
+        if self.owns_api:
+            await self.api.aclose()
 
     @work(exclusive=True, group="me", exit_on_error=False)
     async def load_me(self) -> None:
@@ -84,8 +87,12 @@ class ConsoleApp(App[None]):
         self.last_ok = datetime.now(UTC)
 
     @on(Worker.StateChanged)
-    def _handle_worker_error(self, event: Worker.StateChanged) -> None:
-        """Every worker runs with exit_on_error=False; its failure becomes a notice here, never a crash."""
+    def handle_worker_state(self, event: Worker.StateChanged) -> None:
+        """Every worker runs with exit_on_error=False; its failure becomes a notice here, never a crash.
+
+        Screens forward their workers' StateChanged here (the message does not bubble), so this is the one
+        place that turns errors into notices.
+        """
         if event.state != WorkerState.ERROR:
             return
         self.report_error(event.worker.error)
@@ -199,6 +206,6 @@ class ConsoleApp(App[None]):
         yield SystemCommand("Refresh", "Reload this screen (r)", self.action_refresh)
 
 
-def make_console(api: Api, *, refresh_scale: float = 1.0) -> ConsoleApp:
-    """Build the console over `api` (a BotApi, or a fake in tests)."""
-    return ConsoleApp(api, refresh_scale=refresh_scale)
+def make_console(api: Api, *, refresh_scale: float = 1.0, owns_api: bool = False) -> ConsoleApp:
+    """Build the console over `api` (a BotApi, or a fake in tests); `owns_api` closes it on exit."""
+    return ConsoleApp(api, refresh_scale=refresh_scale, owns_api=owns_api)

@@ -27,6 +27,7 @@ def preview(message: str, width: int = PREVIEW_CHARS) -> str:
 class AnnouncementsScreen(ApiScreen):
     """Every announcement of this employer with how far its delivery has got."""
 
+    AUTO_FOCUS = "#announcements"
     BINDINGS = [  # noqa: RUF012
         Binding("enter", "open", "Open", show=True),
         Binding("c", "cancel", "Cancel"),

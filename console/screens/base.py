@@ -6,7 +6,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, cast
 from zoneinfo import ZoneInfo
 
+from textual import on
 from textual.screen import Screen
+from textual.worker import Worker
 
 if TYPE_CHECKING:
     from console.api import Api
@@ -31,6 +33,11 @@ class ApiScreen(Screen[None]):
         if when is None:
             return "—"
         return when.astimezone(ZoneInfo(self.console.timezone)).strftime("%Y-%m-%d %H:%M")
+
+    @on(Worker.StateChanged)
+    def _forward_worker_state(self, event: Worker.StateChanged) -> None:
+        # Worker.StateChanged does not bubble: hand it to the app's single error handler.
+        self.console.handle_worker_state(event)
 
     def on_mount(self) -> None:
         self.reload()

@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, SelectionList, TextArea
+from textual.worker import Worker
 
 from bot import contracts
 from console.api import ApiError, count_audience
@@ -113,6 +114,11 @@ class ComposeScreen(ModalScreen[contracts.Announcement | None]):
             with Horizontal(id="compose-buttons"):
                 yield Button("Send (ctrl+s)", variant="success", id="submit")
                 yield Button("Close (esc)", id="close")
+
+    @on(Worker.StateChanged)
+    def _forward_worker_state(self, event: Worker.StateChanged) -> None:
+        # Worker.StateChanged does not bubble: hand it to the app's single error handler.
+        cast("ConsoleApp", self.app).handle_worker_state(event)
 
     def on_mount(self) -> None:
         self.query_one("#tags").display = False

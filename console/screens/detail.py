@@ -30,6 +30,7 @@ def counts_line(counts: contracts.Counts) -> str:
 class AnnouncementScreen(ApiScreen):
     """Deliveries of one announcement, refreshed live."""
 
+    AUTO_FOCUS = "#deliveries"
     BINDINGS = [  # noqa: RUF012
         Binding("escape", "back", "Back"),
         Binding("c", "cancel", "Cancel"),

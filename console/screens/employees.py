@@ -18,6 +18,7 @@ class EmployeesScreen(ApiScreen):
     """The employee directory (first 500 matches) and the total."""
 
     REFRESH_SECONDS = 10.0
+    AUTO_FOCUS = "#employees"
     BINDINGS = [  # noqa: RUF012
         Binding("slash", "search", "Search", key_display="/"),
         Binding("r", "reload", "Refresh"),

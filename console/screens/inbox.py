@@ -18,6 +18,7 @@ class InboxScreen(ApiScreen):
     """Inbound messages, refreshed every few seconds."""
 
     REFRESH_SECONDS = 5.0
+    AUTO_FOCUS = "#inbox"
     BINDINGS = [Binding("r", "reload", "Refresh")]  # noqa: RUF012
 
     def compose(self) -> ComposeResult:
