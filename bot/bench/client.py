@@ -41,6 +41,7 @@ class RunResult:
     msg_per_s: float
     p50_ms: float
     p99_ms: float
+    cpu_us_per_msg: float = 0.0
     timed_out: bool = False
 
 
@@ -145,9 +146,12 @@ async def _measure(
         warm_up = _Lanes(min(requests, concurrency), deadline=time.perf_counter() + max_seconds)
         await warm_up.fire(graph, concurrency)
         started = time.perf_counter()
+        cpu_started = time.process_time()
         lanes = _Lanes(requests, deadline=started + max_seconds)
         await lanes.fire(graph, concurrency)
         seconds = time.perf_counter() - started
+        # Client CPU per send: unlike msg/s, barely disturbed by other load on the machine.
+        cpu = time.process_time() - cpu_started
     latencies = sorted(lanes.latencies)
     return RunResult(
         transport=transport,
@@ -160,6 +164,7 @@ async def _measure(
         msg_per_s=round(len(latencies) / seconds, 1) if seconds > 0 else 0.0,
         p50_ms=round(_percentile(latencies, 0.50) * 1000, 1),
         p99_ms=round(_percentile(latencies, 0.99) * 1000, 1),
+        cpu_us_per_msg=round(cpu / lanes.started * 1e6, 1) if lanes.started else 0.0,
         timed_out=lanes.started < requests,
     )
 
@@ -201,7 +206,18 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return statistics.quantiles(sorted_values, n=100, method="inclusive")[max(0, min(98, round(q * 100) - 1))]
 
 
-_COLUMNS = ("transport", "loop", "in-flight", "latency ms", "requests", "errors", "msg/s", "p50 ms", "p99 ms")
+_COLUMNS = (
+    "transport",
+    "loop",
+    "in-flight",
+    "latency ms",
+    "requests",
+    "errors",
+    "msg/s",
+    "p50 ms",
+    "p99 ms",
+    "client cpu µs",
+)
 
 
 def _header() -> str:
@@ -210,7 +226,18 @@ def _header() -> str:
 
 def _row(r: RunResult) -> str:
     requests = f"{r.requests}*" if r.timed_out else r.requests
-    values = (r.transport, r.loop, r.in_flight, r.latency_ms, requests, r.errors, r.msg_per_s, r.p50_ms, r.p99_ms)
+    values = (
+        r.transport,
+        r.loop,
+        r.in_flight,
+        r.latency_ms,
+        requests,
+        r.errors,
+        r.msg_per_s,
+        r.p50_ms,
+        r.p99_ms,
+        r.cpu_us_per_msg,
+    )
     return "  ".join(f"{v!s:>13}" for v in values)
 
 

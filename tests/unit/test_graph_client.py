@@ -206,3 +206,18 @@ async def test_respx_side_effects_map_like_real_transport_errors() -> None:
         with pytest.raises(NotSentError) as caught:
             await make_graph(http).send_text(to="+1", text="x", callback_data="1")
     assert caught.value.scope == "attempt"
+
+
+async def test_the_http_client_neither_stores_nor_sends_cookies() -> None:
+    sent_cookies: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent_cookies.append(request.headers.get("cookie"))
+        return httpx.Response(200, json=SUCCESS, headers={"Set-Cookie": "tracker=abc; Path=/"})
+
+    async with make_http_client(settings(), transport=httpx.MockTransport(handler)) as http:
+        graph = make_graph(http)
+        await graph.send_text(to="+1", text="x", callback_data="1")
+        await graph.send_text(to="+1", text="x", callback_data="2")
+        assert not http.cookies
+    assert sent_cookies == [None, None]
