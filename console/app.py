@@ -25,6 +25,9 @@ from console.screens import (
 )
 from console.screens.base import ApiScreen
 
+# Worker groups of the periodic loaders; user actions (send, cancel, resend) always get their own notice.
+REFRESH_GROUPS = frozenset({"me", "announcements", "announcement", "employees", "inbox", "compose-audience"})
+
 
 class ConsoleApp(App[None]):
     """Schedule announcements, watch them go out, act on what went wrong."""
@@ -58,6 +61,8 @@ class ConsoleApp(App[None]):
         # Tests shrink every screen's refresh period with this; 1.0 is the real cadence (~2 s for lists).
         self.refresh_scale = refresh_scale
         self.employer: contracts.Employer | None = None
+        # The last API error shown, so that a periodic refresh failing the same way is not reported again.
+        self._last_error: tuple[int, str, str] | None = None
 
     def on_mount(self) -> None:
         self.load_me()
@@ -95,10 +100,10 @@ class ConsoleApp(App[None]):
         """
         if event.state != WorkerState.ERROR:
             return
-        self.report_error(event.worker.error)
+        self.report_error(event.worker.error, from_refresh=event.worker.group in REFRESH_GROUPS)
 
-    def report_error(self, error: BaseException | None) -> None:
-        """Explain a failed API call once (a dead API is reported when it dies, not every refresh)."""
+    def report_error(self, error: BaseException | None, *, from_refresh: bool = False) -> None:
+        """Explain a failed API call; a refresh that keeps failing the same way is reported once, not every 2 s."""
         if isinstance(error, ApiUnreachable):
             if self.connection != "down":
                 self.notify(f"{error}. Retrying every few seconds.", title="API unreachable", severity="error")
@@ -113,7 +118,10 @@ class ConsoleApp(App[None]):
                 )
             self.connection = "unauthorized"
         elif isinstance(error, ApiError):
-            self.notify(error.detail, title=f"{error.title} ({error.status})", severity="error", timeout=10)
+            key = (error.status, error.title, error.detail)
+            if not from_refresh or key != self._last_error:
+                self.notify(error.detail, title=f"{error.title} ({error.status})", severity="error", timeout=10)
+            self._last_error = key
         else:
             self.notify(f"{type(error).__name__}: {error}", title="Unexpected error", severity="error", timeout=10)
 

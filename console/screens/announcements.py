@@ -6,7 +6,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, Label, Select
+from textual.widgets import DataTable, Footer, Header, Label, Select, Static
 
 from bot import contracts
 from console.messages import AnnouncementsLoaded
@@ -16,6 +16,8 @@ from console.widgets.progress import acknowledged_pct
 
 STATUS_OPTIONS = [(s, s) for s in contracts.ANNOUNCEMENT_STATUSES]
 PREVIEW_CHARS = 30
+# Widths of the other columns plus cell padding: what the message preview cannot use.
+FIXED_COLUMNS = 4 + 16 + 11 + 12 + 4 + 5 + 2 * 7 + 2
 
 
 def preview(message: str, width: int = PREVIEW_CHARS) -> str:
@@ -44,12 +46,13 @@ class AnnouncementsScreen(ApiScreen):
         with Horizontal(classes="toolbar"):
             yield Label("Announcements", classes="screen-title")
             yield Select(STATUS_OPTIONS, prompt="all statuses", id="status-filter", allow_blank=True)
+            yield Static(classes="spacer")
             yield ConnectionIndicator()
         table: DataTable[object] = DataTable(id="announcements", cursor_type="row", zebra_stripes=True)
         table.add_column("#", key="id", width=4)
         table.add_column("send time", key="send_time", width=16)
         table.add_column("status", key="status", width=11)
-        table.add_column("message", key="message", width=PREVIEW_CHARS)
+        table.add_column("message", key="message")  # sized to the terminal, see _preview_width
         table.add_column("progress", key="progress", width=12)
         table.add_column("ack", key="ack", width=4)
         table.add_column("total", key="total", width=5)
@@ -85,7 +88,7 @@ class AnnouncementsScreen(ApiScreen):
                 str(a.id),
                 self.local(a.send_time),
                 a.status,
-                preview(a.message),
+                preview(a.message, max(12, self.size.width - FIXED_COLUMNS)),
                 delivery_bar(a.counts),
                 acknowledged_pct(a.counts),
                 str(a.counts.total),

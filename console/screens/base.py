@@ -39,6 +39,12 @@ class ApiScreen(Screen[None]):
         # Worker.StateChanged does not bubble: hand it to the app's single error handler.
         self.console.handle_worker_state(event)
 
+    def local_short(self, when: datetime | None) -> str:
+        """`when` in the employer's timezone as 'MM-DD HH:MM' (narrow columns); '' for no time."""
+        if when is None:
+            return ""
+        return when.astimezone(ZoneInfo(self.console.timezone)).strftime("%m-%d %H:%M")
+
     def on_mount(self) -> None:
         self.reload()
         self.set_interval(self.REFRESH_SECONDS * self.console.refresh_scale, self._tick)

@@ -50,6 +50,7 @@ class AnnouncementScreen(ApiScreen):
         with Horizontal(classes="toolbar"):
             yield Label(f"Announcement #{self.announcement_id}", classes="screen-title")
             yield Label("", id="detail-status")
+            yield Static(classes="spacer")
             yield ConnectionIndicator()
         yield Static("", id="detail-message")
         with Horizontal(id="detail-counts-row"):
@@ -59,13 +60,13 @@ class AnnouncementScreen(ApiScreen):
             yield Select(FILTER_OPTIONS, prompt="all deliveries", id="delivery-filter", allow_blank=True)
             yield Input(placeholder="search name or phone (/)", id="delivery-search")
         table: DataTable[object] = DataTable(id="deliveries", cursor_type="row", zebra_stripes=True)
-        table.add_column("employee", key="name", width=18)
-        table.add_column("phone", key="phone", width=14)
+        table.add_column("employee", key="name", width=16)
+        table.add_column("phone", key="phone", width=13)
         table.add_column("status", key="status", width=9)
         table.add_column("try", key="attempts", width=3)
-        table.add_column("error", key="error", width=28)
-        table.add_column("sent", key="sent_at", width=16)
-        table.add_column("ack", key="ack", width=16)
+        table.add_column("sent", key="sent_at", width=11)
+        table.add_column("ack", key="ack", width=11)
+        table.add_column("error", key="error")
         yield table
         yield Footer()
 
@@ -111,9 +112,9 @@ class AnnouncementScreen(ApiScreen):
                 d.phone,
                 d.status,
                 str(d.attempts),
+                self.local_short(d.sent_at),
+                self.local_short(d.acknowledged_at),
                 error,
-                self.local(d.sent_at) if d.sent_at else "",
-                self.local(d.acknowledged_at) if d.acknowledged_at else "",
                 key=str(d.id),
             )
         if table.row_count:

@@ -7,7 +7,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, Input, Label
+from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
 from console.messages import EmployeesLoaded
 from console.screens.base import ApiScreen
@@ -29,14 +29,15 @@ class EmployeesScreen(ApiScreen):
         with Horizontal(classes="toolbar"):
             yield Label("Employees", classes="screen-title")
             yield Label("", id="employees-total")
+            yield Static(classes="spacer")
             yield ConnectionIndicator()
         yield Input(placeholder="search name or phone (/)", id="employee-search")
         table: DataTable[object] = DataTable(id="employees", cursor_type="row", zebra_stripes=True)
-        table.add_column("#", key="id", width=5)
-        table.add_column("name", key="name", width=22)
-        table.add_column("phone", key="phone", width=16)
-        table.add_column("tags", key="tags", width=20)
-        table.add_column("status", key="status", width=10)
+        table.add_column("#", key="id", width=4)
+        table.add_column("name", key="name", width=20)
+        table.add_column("phone", key="phone", width=14)
+        table.add_column("tags", key="tags", width=16)
+        table.add_column("status", key="status", width=9)
         yield table
         yield Footer()
 

@@ -6,7 +6,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, Label
+from textual.widgets import DataTable, Footer, Header, Label, Static
 
 from console.messages import MessagesLoaded
 from console.screens.announcements import preview
@@ -25,6 +25,7 @@ class InboxScreen(ApiScreen):
         yield Header()
         with Horizontal(classes="toolbar"):
             yield Label("Inbox", classes="screen-title")
+            yield Static(classes="spacer")
             yield ConnectionIndicator()
         table: DataTable[object] = DataTable(id="inbox", cursor_type="row", zebra_stripes=True)
         table.add_column("received", key="received", width=16)

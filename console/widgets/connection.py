@@ -25,15 +25,16 @@ class ConnectionIndicator(Static):
     ConnectionIndicator.conn-connecting { color: $warning; }
     """
 
-    state: reactive[str] = reactive("connecting")
+    state: reactive[str] = reactive("connecting", layout=True)
     last_ok: reactive[datetime | None] = reactive(None)
-    target: reactive[str] = reactive("")
+    target: reactive[str] = reactive("", layout=True)
 
     def on_mount(self) -> None:
         # Follow the app's state (ConsoleApp.connection / .last_ok) when running inside the console.
         app = self.app
         if hasattr(app, "connection") and hasattr(app, "last_ok"):
             self.target = str(getattr(getattr(app, "api", None), "base_url", ""))
+            self.tooltip = self.target
             self.watch(app, "connection", self._follow_state)
             self.watch(app, "last_ok", self._follow_last_ok)
 
@@ -46,7 +47,7 @@ class ConnectionIndicator(Static):
     def render(self) -> str:
         label, _ = _LABELS.get(self.state, (self.state, "conn-down"))
         when = f" · {self.last_ok:%H:%M:%S}" if self.last_ok is not None else ""
-        return f"{label}{when} · {self.target}"
+        return f"{label}{when}"
 
     def watch_state(self, state: str) -> None:
         """Swap the colour class with the state."""
