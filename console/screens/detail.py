@@ -63,10 +63,11 @@ class AnnouncementScreen(ApiScreen):
         table.add_column("employee", key="name", width=16)
         table.add_column("phone", key="phone", width=13)
         table.add_column("status", key="status", width=9)
+        # The error comes before the times: on a narrow terminal it is what the operator needs to see.
+        table.add_column("error", key="error", width=24)
         table.add_column("try", key="attempts", width=3)
         table.add_column("sent", key="sent_at", width=11)
         table.add_column("ack", key="ack", width=11)
-        table.add_column("error", key="error")
         yield table
         yield Footer()
 
@@ -111,10 +112,10 @@ class AnnouncementScreen(ApiScreen):
                 d.employee_name,
                 d.phone,
                 d.status,
+                error,
                 str(d.attempts),
                 self.local_short(d.sent_at),
                 self.local_short(d.acknowledged_at),
-                error,
                 key=str(d.id),
             )
         if table.row_count:

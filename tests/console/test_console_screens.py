@@ -99,7 +99,7 @@ class TestDetail:
             assert "failed 1" in counts
             assert "unknown 1" in counts
             failed = [d.get_row_at(r) for r in range(3) if d.get_row_at(r)[2] == "failed"]
-            assert failed[0][6] == "131026 Message undeliverable"
+            assert failed[0][3] == "131026 Message undeliverable"
             app.screen.query_one("#delivery-filter", Select).value = "failed"
             await until(pilot, lambda: d.row_count == 1)
             app.screen.query_one("#delivery-filter", Select).value = "not acknowledged"
