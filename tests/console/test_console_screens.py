@@ -357,3 +357,15 @@ class TestFailures:
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press("q")
         assert fake.closed
+
+
+async def test_command_palette_offers_the_console_actions(fake: FakeApi) -> None:
+    """The command palette lists New announcement, Announcements, Employees, Inbox and Refresh."""
+    app = make_console(fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.connection == "ok")
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        assert {"New announcement", "Announcements", "Employees", "Inbox", "Refresh"} <= titles
+        (new,) = [c for c in app.get_system_commands(app.screen) if c.title == "New announcement"]
+        new.callback()
+        await until(pilot, lambda: isinstance(app.screen, ComposeScreen))
