@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import re
+import signal
 import sys
 import zoneinfo
 from collections.abc import Awaitable, Callable, Sequence
@@ -251,7 +252,18 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     if not args.simulator:
         settings.require_whatsapp()
     url = preflight(settings)
-    serve(settings, database_url=url, dispatcher=not args.no_dispatcher, simulator=args.simulator)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal with the handler that was in place
+    # before it started; with the default handler the process would die by the signal (status -15) even
+    # though everything stopped cleanly. A stop on request is a success: exit 0.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        serve(settings, database_url=url, dispatcher=not args.no_dispatcher, simulator=args.simulator)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _delegate(module: str) -> Callable[[Settings, argparse.Namespace], None]:

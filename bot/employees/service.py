@@ -68,20 +68,23 @@ async def _upsert_rows(
 async def upsert(
     session: AsyncSession, employer_id: int, data: contracts.EmployeeIn
 ) -> tuple[contracts.Employee, bool]:
-    row: dict[str, object] = {
-        "phone": _phone(data.phone, "phone"),
-        "name": data.name.strip(),
-        "tags": _clean_tags(data.tags),
-    }
-    if not row["name"]:
-        raise ValidationFailedError.one("name", "must not be blank")
+    # Report every invalid field at once, not just the first.
+    errors: list[contracts.FieldError] = []
+    phone = ""
+    try:
+        phone = normalise_phone(data.phone)
+    except InvalidPhoneError as exc:
+        errors.append(contracts.FieldError(field="phone", message=str(exc)))
+    if not data.name.strip():
+        errors.append(contracts.FieldError(field="name", message="must not be blank"))
+    if errors:
+        raise ValidationFailedError.many(errors)
+    row: dict[str, object] = {"phone": phone, "name": data.name.strip(), "tags": _clean_tags(data.tags)}
     [(employee_id, created)] = await _upsert_rows(session, employer_id, [row])
     return await get(session, employer_id, employee_id), created
 
 
-async def import_all(
-    session: AsyncSession, employer_id: int, raw_rows: list[dict[str, object]]
-) -> contracts.ImportResult:
+async def import_all(session: AsyncSession, employer_id: int, raw_rows: Sequence[object]) -> contracts.ImportResult:
     if len(raw_rows) > contracts.MAX_IMPORT_ROWS:
         raise ValidationFailedError.one("employees", f"at most {contracts.MAX_IMPORT_ROWS} rows per import")
     errors: list[contracts.FieldError] = []
