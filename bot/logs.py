@@ -5,13 +5,24 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Callable
 
-_PATTERNS = (
+
+def _mask_spaced_phone(match: re.Match[str]) -> str:
+    digits = re.sub(r"[^0-9]", "", match.group(0))
+    return f"+{digits[:2]}•••{digits[-4:]}"
+
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
+    # Phones as people type them ("+27 82 123-4567"): a + and 8-15 digits with separators in between.
+    (re.compile(r"(?<![\w.])\+[0-9](?:[ \-().]{0,2}[0-9]){7,14}(?![0-9])"), _mask_spaced_phone),
     # E.164 phones (with or without +): keep the country prefix and last 4 digits.
     (re.compile(r"(?<![\w.])(\+?\d{2})\d{4,9}(\d{4})(?!\d)"), r"\1•••\2"),
     (re.compile(r"wamid\.[A-Za-z0-9_=\-+/]+"), "wamid.…"),
     (re.compile(r"jem_[A-Za-z0-9_\-]{8,}"), "jem_…"),
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]+"), r"\1…"),
+    # Graph access tokens passed as a query parameter (never by us, but by a pasted URL in an error).
+    (re.compile(r"(?i)(access_token=)[^&\s\"']+"), r"\1…"),
 )
 
 

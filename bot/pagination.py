@@ -9,6 +9,7 @@ from bot.errors import ValidationFailedError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+MAX_ID = 2**63 - 1  # ids are PostgreSQL bigint identities
 
 
 def encode_cursor(last_id: int) -> str:
@@ -21,7 +22,8 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = raw.partition(":")
-        if prefix != "id" or not value.isdigit():
+        # ASCII digits, and a positive PostgreSQL bigint: anything else would fail in the database as a 500.
+        if prefix != "id" or not (value.isascii() and value.isdigit()) or not 0 < int(value) <= MAX_ID:
             raise ValueError(raw)
         return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 
 _SEPARATORS = re.compile(r"[\s\-().]")
-_E164 = re.compile(r"\+[1-9]\d{7,14}")
+# "+44 (0)20 …": the national trunk prefix written in brackets after the country code is not dialled.
+_TRUNK = re.compile(r"\(\s*0\s*\)")
+# ASCII digits only: Python's \d also matches other scripts' digits, which WhatsApp would not accept.
+_E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 
 
 class InvalidPhoneError(ValueError):
@@ -14,7 +17,7 @@ class InvalidPhoneError(ValueError):
 
 def normalise_phone(raw: str) -> str:
     """Return `+` and 8-15 digits; spaces, dashes, dots and brackets are dropped, `00` means `+`."""
-    compact = _SEPARATORS.sub("", raw.strip())
+    compact = _SEPARATORS.sub("", _TRUNK.sub("", raw.strip()))
     if compact.startswith("00"):
         compact = "+" + compact[2:]
     if not compact.startswith("+"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,7 @@ class Settings:
         template: Template | None = None
         if raw := get("WHATSAPP_TEMPLATE"):
             name, sep, language = raw.partition(":")
-            if not sep or not name.strip() or not language.strip():
+            if not sep or not name.strip() or not language.strip() or ":" in language:
                 raise ConfigError(
                     f"WHATSAPP_TEMPLATE must look like name:language (e.g. staff_notice:en_US), got {raw!r}"
                 )
@@ -144,5 +145,9 @@ def normalise_database_url(url: str) -> str:
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+asyncpg://" + url[len(prefix) :]
+    # A URL written for another driver (postgresql+psycopg://, +psycopg2://) names the same database.
+    scheme, sep, rest = url.partition("://")
+    if sep and re.fullmatch(r"postgres(ql)?\+[a-z0-9_]+", scheme):
+        return "postgresql+asyncpg://" + rest
     scheme = url.split("://", 1)[0] if "://" in url else url[:20]
     raise ConfigError(f"DATABASE_URL must be a postgresql:// URL, got scheme {scheme!r}")

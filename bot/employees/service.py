@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import contracts
 from bot.db.models import Employee
 from bot.errors import ConflictError, NotFoundError, ValidationFailedError, from_msgspec_error
+from bot.pagination import MAX_ID
 from bot.phones import InvalidPhoneError, normalise_phone
 
 
@@ -50,6 +51,9 @@ _UPSERT = text(
     INSERT INTO employee (employer_id, phone, name, tags)
     SELECT :employer_id, r.phone, r.name, ARRAY(SELECT jsonb_array_elements_text(r.tags))
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(phone text, name text, tags jsonb)
+    -- One lock order for every import: two imports of overlapping rows in different orders would
+    -- otherwise deadlock (each holding a row the other needs).
+    ORDER BY r.phone
     ON CONFLICT (employer_id, phone) DO UPDATE
        SET name = excluded.name, tags = excluded.tags, active = true, deactivated_at = NULL, updated_at = now()
     RETURNING id, (xmax = 0) AS created
@@ -122,6 +126,9 @@ async def import_all(session: AsyncSession, employer_id: int, raw_rows: Sequence
 
 
 async def _load(session: AsyncSession, employer_id: int, employee_id: int) -> Employee:
+    # An id PostgreSQL's bigint cannot hold names no employee (and would make the query fail with a 500).
+    if not 0 < employee_id <= MAX_ID:
+        raise NotFoundError(f"employee {employee_id} not found")
     row = await session.scalar(select(Employee).where(Employee.id == employee_id, Employee.employer_id == employer_id))
     if row is None:
         raise NotFoundError(f"employee {employee_id} not found")

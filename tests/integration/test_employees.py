@@ -433,3 +433,59 @@ async def test_opted_out_is_shown_and_filterable(
     # PATCH cannot clear an opt-out (only the employee's START can).
     patched = await client.patch(f"/employees/{a['id']}", json={"name": "A2"}, headers=tenant.headers)
     assert patched.json()["opted_out"] is True
+
+
+@pytest.mark.parametrize("employee_id", ["99999999999999999999", "9223372036854775808"])
+async def test_ids_beyond_bigint_are_404_not_500(client: Client, tenant: Tenant, employee_id: str) -> None:
+    for method in ("GET", "DELETE"):
+        response = await client.request(method, f"/employees/{employee_id}", headers=tenant.headers)
+        assert response.status_code == 404, (method, response.text)
+    response = await client.patch(f"/employees/{employee_id}", json={"name": "X"}, headers=tenant.headers)
+    assert response.status_code == 404
+
+
+# --- concurrency ---------------------------------------------------------------------------------
+
+
+async def test_concurrent_upserts_of_one_phone_make_one_employee(
+    client: Client, tenant: Tenant, db: async_sessionmaker[AsyncSession]
+) -> None:
+    import asyncio
+
+    responses = await asyncio.gather(
+        *(
+            client.post("/employees", json={"phone": "+27821234567", "name": f"N{i}"}, headers=tenant.headers)
+            for i in range(12)
+        )
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 11 + [201]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert await count_rows(db) == 1
+
+
+async def test_concurrent_overlapping_imports_do_not_deadlock(
+    db: async_sessionmaker[AsyncSession], tenant: Tenant
+) -> None:
+    """Four imports of the same rows in different orders, each on its own connection, at once.
+
+    Driven through the service with a session each: the in-process test client runs requests one after
+    the other, which would hide the lock-order deadlock this guards against.
+    """
+    import asyncio
+
+    from bot.employees import service
+
+    rows: list[object] = [{"phone": f"+2782{i:07d}", "name": f"N{i}"} for i in range(10_000)]
+    batches = [rows, rows[::-1], rows[::2] + rows[1::2], rows[1::2][::-1] + rows[::2]]
+
+    async def run(batch: list[object]) -> tuple[int, int]:
+        async with db() as session:
+            result = await service.import_all(session, tenant.employer_id, batch)
+            await session.commit()
+            return result.created, result.updated
+
+    results = await asyncio.gather(*(run(b) for b in batches))
+    assert sum(created for created, _ in results) == 10_000
+    assert sum(updated for _, updated in results) == 30_000
+    assert await count_rows(db) == 10_000
