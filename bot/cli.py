@@ -16,7 +16,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.auth import generate_token, hash_token
 from bot.db.engine import DatabaseUnavailableError, make_engine, ping, resolve_database_url
 from bot.db.migrate import SchemaBehindError, check_schema, upgrade
 from bot.settings import ENVIRONMENT, ConfigError, Settings
@@ -63,7 +62,14 @@ def _extend(parser: argparse.ArgumentParser, module: str) -> None:
     add_arguments(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI. With `command` set, only that command's module is asked for extra options: importing
+    every module (the benchmarks pull in the Graph client) would cost every `jem-bot` run most of a second."""
+
+    def extend(name: str, parser: argparse.ArgumentParser, module: str) -> None:
+        if command is None or command == name:
+            _extend(parser, module)
+
     parser = _Parser(
         prog="jem-bot",
         description="WhatsApp announcements for employers: never twice, never lost.",
@@ -99,10 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     create_token.add_argument("--label", help="a note to recognise the token by")
 
     simulator = sub.add_parser("simulator", help="run the WhatsApp Cloud API simulator")
-    _extend(simulator, "bot.simulator.cli")
+    extend("simulator", simulator, "bot.simulator.cli")
 
     demo = sub.add_parser("demo", help="the whole product, running, in one command")
-    _extend(demo, "bot.demo")
+    extend("demo", demo, "bot.demo")
 
     bench = sub.add_parser("bench", help="benchmarks; print a table, or JSON with --json").add_subparsers(
         dest="action", required=True, metavar="BENCHMARK", parser_class=_Parser
@@ -110,12 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     for kind, text_ in BENCHMARKS.items():
         bench_parser = bench.add_parser(kind, help=text_)
         bench_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-        _extend(bench_parser, f"bot.bench.{kind}")
+        extend("bench", bench_parser, f"bot.bench.{kind}")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    # The command is the first word (there are no global options besides --help).
+    command = next((w for w in words if not w.startswith("-")), None)
+    args = build_parser(command).parse_args(words)
     try:
         settings = Settings.from_env()
         handler = COMMANDS[(args.command, getattr(args, "action", None))]
@@ -222,6 +231,9 @@ def cmd_employer_create(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_token_create(settings: Settings, args: argparse.Namespace) -> None:
+    # Imported here: bot.auth brings in the web framework, which the other commands do not need.
+    from bot.auth import generate_token, hash_token
+
     token = generate_token()
 
     async def create(engine: AsyncEngine) -> None:

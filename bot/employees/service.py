@@ -151,8 +151,9 @@ async def list_page(
     limit: int,
 ) -> tuple[list[contracts.Employee], int]:
     conditions = [Employee.employer_id == employer_id]
-    if tags:
-        conditions.append(Employee.tags.overlap(_clean_tags(tags)))
+    # `?tag=` (an empty filter field) means no tag filter, not "employees without tags".
+    if wanted := _clean_tags(tags or []):
+        conditions.append(Employee.tags.overlap(wanted))
     if q and q.strip():
         escaped = q.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         needle = f"%{escaped}%"

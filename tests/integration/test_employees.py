@@ -277,6 +277,14 @@ async def test_tag_filter_is_repeatable_any_of(client: Client, tenant: Tenant) -
     assert none == {"items": [], "next_cursor": None, "total": 0}
 
 
+async def test_empty_filters_mean_no_filter(client: Client, tenant: Tenant) -> None:
+    await seed(client, tenant)
+    body = (await client.get("/employees?tag=&q=", headers=tenant.headers)).json()
+    assert body["total"] == 4
+    tagged = (await client.get("/employees", params={"tag": " Warehouse "}, headers=tenant.headers)).json()
+    assert tagged["total"] == 2
+
+
 async def test_q_searches_name_and_phone(client: Client, tenant: Tenant) -> None:
     await seed(client, tenant)
 
