@@ -497,3 +497,20 @@ async def test_concurrent_overlapping_imports_do_not_deadlock(
     assert sum(created for created, _ in results) == 10_000
     assert sum(updated for _, updated in results) == 30_000
     assert await count_rows(db) == 10_000
+
+
+async def test_a_body_over_the_limit_is_413(client: Client, tenant: Tenant, db: async_sessionmaker[AsyncSession]) -> None:
+    rows = [{"phone": f"+2782{i:07d}", "name": "N" * 190} for i in range(45_000)]
+    response = await client.post("/employees/import", json={"employees": rows}, headers=tenant.headers)
+    assert response.status_code == 413
+    assert response.json()["status"] == 413
+    assert await count_rows(db) == 0
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_other_content_types_are_4xx(client: Client, tenant: Tenant, content_type: str | None) -> None:
+    headers = dict(tenant.headers)
+    if content_type:
+        headers["content-type"] = content_type
+    response = await client.post("/employees", content=b'{"phone": "+27821234567", "name": "X"}', headers=headers)
+    assert response.status_code < 500
