@@ -141,13 +141,27 @@ class Settings:
 
 
 def normalise_database_url(url: str) -> str:
-    """Accept the URLs people paste (postgres://, postgresql://) and pin the asyncpg driver."""
-    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    # A URL written for another driver (postgresql+psycopg://, +psycopg2://) names the same database.
+    """Accept the URLs people paste (postgres://, postgresql://, another driver's) and pin the asyncpg driver.
+
+    The URL is parsed here so that a malformed one is a one-line config error, never a traceback later; no
+    message repeats the URL, which may carry a password.
+    """
     scheme, sep, rest = url.partition("://")
-    if sep and re.fullmatch(r"postgres(ql)?\+[a-z0-9_]+", scheme):
-        return "postgresql+asyncpg://" + rest
-    scheme = url.split("://", 1)[0] if "://" in url else url[:20]
-    raise ConfigError(f"DATABASE_URL must be a postgresql:// URL, got scheme {scheme!r}")
+    if not sep or not re.fullmatch(r"postgres(ql)?(\+[a-z0-9_]+)?", scheme):
+        # Without "://" the value may be anything (a bare password pasted by mistake): show none of it.
+        got = f", got scheme {scheme!r}" if sep else ""
+        raise ConfigError(f"DATABASE_URL must be a postgresql://user:password@host:port/database URL{got}")
+    normalised = "postgresql+asyncpg://" + rest
+    from sqlalchemy.engine import make_url  # here: the settings module stays light for everything else
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(normalised)
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            "DATABASE_URL is not a valid URL: expected postgresql://user:password@host:port/database "
+            "(percent-encode special characters in the password)"
+        ) from None
+    if not parsed.database:
+        raise ConfigError("DATABASE_URL names no database: expected postgresql://user:password@host:port/database")
+    return normalised

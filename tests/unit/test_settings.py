@@ -57,6 +57,8 @@ def test_app_secrets_are_a_comma_separated_list() -> None:
         ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
         ("postgresql+psycopg://u@h/db", "postgresql+asyncpg://u@h/db"),
         ("postgresql+psycopg2://u@h/db", "postgresql+asyncpg://u@h/db"),
+        ("postgresql://u:p%40ss@h/db", "postgresql+asyncpg://u:p%40ss@h/db"),
+        ("postgresql://postgres@/jem?host=/tmp/sock", "postgresql+asyncpg://postgres@/jem?host=/tmp/sock"),
     ],
 )
 def test_database_url_scheme_is_normalised(raw: str, expected: str) -> None:
@@ -84,6 +86,11 @@ def test_database_url_scheme_is_normalised(raw: str, expected: str) -> None:
         ({"WHATSAPP_API_URL": "graph.facebook.com/v23.0"}, "WHATSAPP_API_URL"),
         ({"DATABASE_URL": "mysql://user:hunter2@h/db"}, "DATABASE_URL"),
         ({"DATABASE_URL": "sqlite:///jem.db"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://u:hunter2@host:notaport/db"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://u:hunter2@host:5432"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "postgresql://"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "u:hunter2@host/db"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "hunter2"}, "DATABASE_URL"),
     ],
 )
 def test_bad_values_raise_one_line_config_errors(environ: dict[str, str], name: str) -> None:
