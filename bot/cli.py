@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import re
 import signal
+import socket
 import sys
 import zoneinfo
 from collections.abc import Awaitable, Callable, Sequence
@@ -263,18 +264,39 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
     )
     if not args.simulator:
         settings.require_whatsapp()
+    _check_listen_address(settings.host, settings.port)
     url = preflight(settings)
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal with the handler that was in place
-    # before it started; with the default handler the process would die by the signal (status -15) even
-    # though everything stopped cleanly. A stop on request is a success: exit 0.
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal with the handler that was in
+    # place before it started; with the default handlers the process would die by the signal (status -15) or
+    # print an "interrupted" error even though everything stopped cleanly (and the embedded PostgreSQL's exit
+    # hook would not run on SIGTERM). A stop on request is a success: exit 0.
+    previous = {sig: signal.signal(sig, _exit_on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         serve(settings, database_url=url, dispatcher=not args.no_dispatcher, simulator=args.simulator)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
+def _check_listen_address(host: str, port: int) -> None:
+    """uvicorn reports a taken port as several log lines after start-up; say it in one line, before it."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on host {host!r} ({exc.strerror}): check --host or JEM_HOST") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # The same option uvicorn sets, so a port in TIME_WAIT from a previous run is not reported as taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): pass --port or set JEM_PORT to a free port"
+            ) from None
+
+
+def _exit_on_stop_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 

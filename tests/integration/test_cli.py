@@ -208,6 +208,23 @@ def test_serve_without_whatsapp_settings_names_them_and_no_secret(migrated_url: 
     assert APP_SECRET not in line
 
 
+def test_serve_on_a_port_in_use_says_so_in_one_line(
+    migrated_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = cli_env(migrated_url, tmp_path, **WHATSAPP_ENV)
+        line = assert_one_line_error(jem_in_process(env, capsys, monkeypatch, "serve", "--port", str(port)), 2)
+    assert f"127.0.0.1:{port}" in line
+    assert "--port" in line
+    line = assert_one_line_error(
+        jem_in_process(env, capsys, monkeypatch, "serve", "--host", "no-such-host.invalid", "--port", "8000"), 2
+    )
+    assert "no-such-host.invalid" in line
+
+
 def test_serve_on_a_schema_that_is_behind_says_migrate(
     empty_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -286,8 +303,8 @@ def wait_for_health(base: str, proc: subprocess.Popen[str], deadline_s: float = 
     raise AssertionError("serve did not answer /health in time")
 
 
-def stop(proc: subprocess.Popen[str], timeout: float = 10) -> int:
-    proc.send_signal(signal.SIGTERM)
+def stop(proc: subprocess.Popen[str], stop_signal: signal.Signals, timeout: float = 10) -> int:
+    proc.send_signal(stop_signal)
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -296,10 +313,12 @@ def stop(proc: subprocess.Popen[str], timeout: float = 10) -> int:
         raise
 
 
-def test_serve_answers_health_and_stops_cleanly_on_sigterm(migrated_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_serve_answers_health_and_stops_cleanly(migrated_url: str, tmp_path: Path, stop_signal: signal.Signals) -> None:
     env = cli_env(migrated_url, tmp_path, **WHATSAPP_ENV)
-    assert jem(env, "employer", "create", "serve-co", "--name", "Serve Co").returncode == 0
-    token = jem(env, "token", "create", "--employer", "serve-co").stdout.strip()
+    slug = f"serve-{stop_signal.name.lower()}"
+    assert jem(env, "employer", "create", slug, "--name", "Serve Co").returncode == 0
+    token = jem(env, "token", "create", "--employer", slug).stdout.strip()
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot", "serve", "--no-dispatcher", "--port", str(port)],
@@ -315,11 +334,13 @@ def test_serve_answers_health_and_stops_cleanly_on_sigterm(migrated_url: str, tm
         assert health.json()["database"] == "ok"
         me = httpx.get(f"{base}/me", headers={"Authorization": f"Bearer {token}"}, timeout=5)
         assert me.status_code == 200
-        assert me.json()["employer"]["slug"] == "serve-co"
+        assert me.json()["employer"]["slug"] == slug
         assert httpx.get(f"{base}/me", timeout=5).status_code == 401
     finally:
-        status = stop(proc)
+        status = stop(proc, stop_signal)
     _, stderr = proc.communicate()
     assert status == 0, stderr
+    assert "jem-bot: error" not in stderr
+    assert "Traceback" not in stderr
     for secret in (token, GRAPH_TOKEN, APP_SECRET, VERIFY_TOKEN):
         assert secret not in stderr
