@@ -499,7 +499,9 @@ async def test_concurrent_overlapping_imports_do_not_deadlock(
     assert await count_rows(db) == 10_000
 
 
-async def test_a_body_over_the_limit_is_413(client: Client, tenant: Tenant, db: async_sessionmaker[AsyncSession]) -> None:
+async def test_a_body_over_the_limit_is_413(
+    client: Client, tenant: Tenant, db: async_sessionmaker[AsyncSession]
+) -> None:
     rows = [{"phone": f"+2782{i:07d}", "name": "N" * 190} for i in range(45_000)]
     response = await client.post("/employees/import", json={"employees": rows}, headers=tenant.headers)
     assert response.status_code == 413
@@ -514,3 +516,26 @@ async def test_other_content_types_are_4xx(client: Client, tenant: Tenant, conte
         headers["content-type"] = content_type
     response = await client.post("/employees", content=b'{"phone": "+27821234567", "name": "X"}', headers=headers)
     assert response.status_code < 500
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"include_inactive": "maybe"}, "include_inactive"),
+        ({"opted_out": "perhaps"}, "opted_out"),
+        ({"q": "x" * 201}, "q"),
+    ],
+)
+async def test_bad_query_parameters_are_422_naming_them(
+    client: Client, tenant: Tenant, params: dict[str, str], field: str
+) -> None:
+    response = await client.get("/employees", params=params, headers=tenant.headers)
+    assert response.status_code == 422
+    assert error_fields(response) == [field]
+
+
+@pytest.mark.parametrize("path", ["/employees/0", "/employees/-5", "/employees/abc", "/employees/1.5"])
+async def test_odd_ids_are_404(client: Client, tenant: Tenant, path: str) -> None:
+    response = await client.get(path, headers=tenant.headers)
+    assert response.status_code == 404
+    assert response.json()["status"] == 404
