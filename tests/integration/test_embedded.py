@@ -33,6 +33,11 @@ def data_dir() -> Iterator[Path]:
     # A short path: PostgreSQL's unix socket path must stay under ~100 bytes.
     with tempfile.TemporaryDirectory(prefix="jem-emb-") as tmp:
         yield Path(tmp)
+        # A failed test must not leave its server behind (the tests assert it stopped by itself).
+        pid = postmaster_pid(Path(tmp))
+        if pid is not None and psutil.pid_exists(pid):
+            psutil.Process(pid).terminate()
+            wait_until_gone(pid)
 
 
 def embedded_env(data_dir: Path) -> dict[str, str]:
@@ -128,3 +133,34 @@ def test_processes_share_one_embedded_server_and_the_last_one_stops_it(data_dir:
     _, stderr = serve.communicate()
     assert status == 0, stderr
     assert wait_until_gone(server_pid), "the embedded PostgreSQL is still running after every process exited"
+
+
+def test_a_killed_user_does_not_keep_the_server_running(data_dir: Path) -> None:
+    """A process SIGKILLed while using the server never unregisters; the next one to exit still stops it."""
+    env = embedded_env(data_dir)
+    hold = (
+        "import sys, time; from pathlib import Path; from bot.db.embedded import start_embedded; "
+        "start_embedded(Path(sys.argv[1])); print('up', flush=True); time.sleep(60)"
+    )
+    victim = subprocess.Popen(
+        [sys.executable, "-c", hold, str(data_dir)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert victim.stdout is not None
+        assert victim.stdout.readline().strip() == "up", victim.stderr.read() if victim.stderr else ""
+    finally:
+        victim.kill()
+        victim.communicate()
+    server_pid = postmaster_pid(data_dir)
+    assert server_pid is not None
+    assert psutil.pid_exists(server_pid)  # the killed process could not stop it
+
+    use = (
+        "import sys; from pathlib import Path; from bot.db.embedded import start_embedded; "
+        "start_embedded(Path(sys.argv[1]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", use, str(data_dir)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert wait_until_gone(server_pid), "the embedded PostgreSQL kept running for a process that no longer exists"
