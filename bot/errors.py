@@ -10,6 +10,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import DBAPIError
 
 from bot.contracts import FieldError, Problem
 
@@ -162,7 +163,23 @@ def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) ->
     )
 
 
+def database_error_handler(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[bytes]:
+    """A value the database cannot hold (SQLSTATE class 22: out of range, malformed) came from the request.
+
+    Handlers validate their input, so this is a safety net: bad input must be a 422, never a 500. Anything
+    else from the database is unexpected.
+    """
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+    if not sqlstate.startswith("22"):
+        return unexpected_error_handler(request, exc)
+    log.warning("data error on %s %s: SQLSTATE %s", request.method, request.url.path, sqlstate)
+    return problem_response(
+        422, "Unprocessable Content", "a value in the request is out of range or malformed for this field"
+    )
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
+    DBAPIError: database_error_handler,
     DomainError: domain_error_handler,
     ValidationException: validation_error_handler,
     HTTPException: http_exception_handler,
