@@ -1,0 +1,114 @@
+"""The WhatsApp Cloud API stand-in: `POST /{version}/{phone_number_id}/messages` plus `/_simulator/*`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from bot.simulator.phone import Simulator, SimulatorConfig
+from bot.simulator.validation import GraphError, validate
+
+
+def _simulator(state: State) -> Simulator:
+    sim: Simulator = state.simulator
+    return sim
+
+
+def _error(exc: GraphError) -> Response[Any]:
+    return Response(exc.envelope(), status_code=exc.status)
+
+
+@post("/{version:str}/{phone_number_id:str}/messages", status_code=200)
+async def send_message(
+    request: Request[Any, Any, State], state: State, version: FromPath[str], phone_number_id: FromPath[str]
+) -> Response[Any]:
+    sim = _simulator(state)
+    config = sim.config
+    if config.latency_ms:
+        # asyncio.sleep, not time.sleep: thousands of requests wait at once without blocking each other.
+        await asyncio.sleep(config.latency_ms / 1000)
+    auth = request.headers.get("authorization", "")
+    if not auth.startswith("Bearer ") or not auth[7:].strip():
+        sim.stats.rejected += 1
+        return _error(GraphError(401, 190, "Invalid OAuth access token - Cannot parse access token", "auth"))
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        sim.stats.rejected += 1
+        return _error(GraphError(400, 100, "Invalid parameter", "Request body is not valid JSON"))
+    try:
+        recipient, key = validate(body)
+    except GraphError as exc:
+        sim.stats.rejected += 1
+        return _error(exc)
+
+    # Faults that mean "not accepted": nothing recorded, a re-send cannot duplicate.
+    if sim.roll(config.fault_5xx):
+        sim.stats.faults["5xx"] += 1
+        return Response({"error": {"message": "An unknown error occurred", "type": "OAuthException", "code": 131000,
+                                   "fbtrace_id": secrets.token_urlsafe(9)}}, status_code=500)  # fmt: skip
+    if sim.roll(config.fault_throttle):
+        sim.stats.faults["throttle"] += 1
+        return _error(GraphError(400, 130429, "Rate limit hit", "Cloud API message throughput has been reached."))
+    if sim.roll(config.fault_pair_rate):
+        sim.stats.faults["pair_rate"] += 1
+        return _error(
+            GraphError(400, 131056, "(Business Account, Consumer Account) pair rate limit hit", "Too many messages")
+        )
+
+    wamid = "wamid." + secrets.token_urlsafe(24)
+    sim.stats.record_send(recipient, key)
+    undeliverable = sim.roll(config.fault_undeliverable)
+    if undeliverable:
+        sim.stats.faults["undeliverable"] += 1
+    sim.play(wamid, recipient, body.get("biz_opaque_callback_data"), str(body.get("type")), undeliverable)
+    to = body["to"]
+    answer = {
+        "messaging_product": "whatsapp",
+        "contacts": [{"input": to, "wa_id": recipient}],
+        "messages": [{"id": wamid}],
+    }
+    if sim.roll(config.fault_timeout):
+        # Accepted and recorded, but the answer comes too late for the client: the ambiguous case.
+        sim.stats.faults["timeout"] += 1
+        await asyncio.sleep(config.timeout_hold_s)
+    return Response(answer, status_code=200)
+
+
+@get("/_simulator/stats")
+async def stats(state: State) -> dict[str, Any]:
+    return _simulator(state).stats.snapshot()
+
+
+@post("/_simulator/reset", status_code=200)
+async def reset(state: State) -> dict[str, Any]:
+    sim = _simulator(state)
+    sim.reset()
+    return sim.stats.snapshot()
+
+
+def create_simulator_app(config: SimulatorConfig) -> Litestar:
+    sim = Simulator(config)
+
+    @asynccontextmanager
+    async def running(app: Litestar) -> AsyncIterator[None]:
+        await sim.start()
+        try:
+            yield
+        finally:
+            await sim.stop()
+
+    return Litestar(
+        route_handlers=[send_message, stats, reset],
+        lifespan=[running],
+        state=State({"simulator": sim}),
+        openapi_config=None,
+    )

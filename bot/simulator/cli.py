@@ -1,0 +1,76 @@
+"""`jem-bot simulator`: run the WhatsApp Cloud API stand-in under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+from bot.settings import ConfigError, Settings
+from bot.simulator.phone import SimulatorConfig
+
+RATES = (
+    ("--ack-rate", 0.6, "share of employees who acknowledge after reading"),
+    ("--reply-rate", 0.1, "share who reply with free text"),
+    ("--stop-rate", 0.0, "share who send STOP"),
+    ("--duplicate-rate", 0.0, "share of status callbacks posted twice"),
+    ("--fault-throttle", 0.0, "share of sends answered 130429 (not accepted)"),
+    ("--fault-pair-rate", 0.0, "share of sends answered 131056 (not accepted)"),
+    ("--fault-undeliverable", 0.0, "share of sends accepted, then a `failed` status 131026"),
+    ("--fault-5xx", 0.0, "share of sends answered HTTP 500 (not accepted)"),
+    ("--fault-timeout", 0.0, "share of sends accepted whose answer is held past the client's timeout"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=9000, help="listen port (default 9000)")
+    parser.add_argument("--webhook", help="where status callbacks and replies are posted, e.g. "
+                        "http://127.0.0.1:8000/webhooks/whatsapp")  # fmt: skip
+    parser.add_argument("--app-secret", help="signs callbacks (default: WHATSAPP_APP_SECRET)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before each answer")
+    parser.add_argument("--shuffle", action="store_true", help="post some status callbacks out of order")
+    parser.add_argument("--seed", type=int, help="make the random choices reproducible")
+    parser.add_argument("--timeout-hold", type=float, default=30.0, help="seconds a --fault-timeout answer is held")
+    for flag, default, meaning in RATES:
+        parser.add_argument(
+            flag, type=float, default=default, metavar="RATE", help=f"{meaning} (0..1, default {default})"
+        )
+
+
+def config_from_args(settings: Settings, args: argparse.Namespace) -> SimulatorConfig:
+    rates = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, _, _ in RATES}
+    for name, value in rates.items():
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a rate between 0 and 1, got {value}")
+    if args.latency_ms < 0:
+        raise ConfigError(f"--latency-ms must not be negative, got {args.latency_ms}")
+    secret = args.app_secret or (settings.whatsapp_app_secrets[0] if settings.whatsapp_app_secrets else "")
+    if args.webhook and not secret:
+        raise ConfigError("callbacks must be signed: pass --app-secret or set WHATSAPP_APP_SECRET")
+    if args.webhook and not args.webhook.startswith(("http://", "https://")):
+        raise ConfigError(f"--webhook must be an http(s) URL, got {args.webhook!r}")
+    return SimulatorConfig(
+        webhook=args.webhook,
+        app_secret=secret,
+        latency_ms=args.latency_ms,
+        shuffle=args.shuffle,
+        seed=args.seed,
+        timeout_hold_s=args.timeout_hold,
+        **rates,
+    )
+
+
+def run(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from bot.logs import configure_logging, uvicorn_log_config
+    from bot.simulator.app import create_simulator_app
+
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be 1-65535, got {args.port}")
+    config = config_from_args(settings, args)
+    configure_logging()
+    where = f"http://{args.host}:{args.port}"
+    target = f"callbacks to {config.webhook}" if config.webhook else "no callbacks (no --webhook)"
+    print(f"WhatsApp simulator listening on {where} (set WHATSAPP_API_URL={where}/v23.0); {target}", flush=True)
+    app = create_simulator_app(config)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=uvicorn_log_config(), access_log=False)

@@ -1,0 +1,82 @@
+"""`serve --simulator`: run the simulator in-process, on the port next to the API, calling our own webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import uvicorn
+from litestar import Litestar
+
+from bot.settings import Settings
+from bot.simulator.phone import PHONE_NUMBER_ID, SimulatorConfig
+
+DUMMY_SECRET = "simulator-app-secret"  # noqa: S105 - a placeholder for the local simulator, not a credential
+
+
+class _QuietServer(uvicorn.Server):
+    """The outer server owns SIGINT/SIGTERM; this one must not replace (then restore) its handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def simulator_port(settings: Settings) -> int:
+    """The port after the API's if it is free, else any free one (decided once, in simulator_settings)."""
+    for port in (settings.port + 1, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((settings.host, port))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise OSError("no free port for the simulator")
+
+
+def simulator_settings(settings: Settings) -> Settings:
+    """Point Graph at the simulator and fill in dummy credentials where none are set."""
+    port = simulator_port(settings)
+    return settings.replace(
+        whatsapp_api_url=f"http://{settings.host}:{port}/v23.0",
+        whatsapp_access_token=settings.whatsapp_access_token or "simulator-access-token",
+        whatsapp_phone_number_id=settings.whatsapp_phone_number_id or PHONE_NUMBER_ID,
+        whatsapp_app_secrets=settings.whatsapp_app_secrets or (DUMMY_SECRET,),
+        whatsapp_verify_token=settings.whatsapp_verify_token or "simulator-verify-token",
+    )
+
+
+def simulator_lifespan(
+    settings: Settings, config: SimulatorConfig | None = None
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """A second uvicorn server in the same event loop; its callbacks go to this serve's webhook."""
+    from bot.simulator.app import create_simulator_app
+
+    host, _, rest = settings.whatsapp_api_url.removeprefix("http://").partition(":")
+    port = int(rest.split("/", 1)[0])
+    webhook = f"http://{settings.host}:{settings.port}/webhooks/whatsapp"
+    config = config or SimulatorConfig(webhook=webhook, app_secret=settings.whatsapp_app_secrets[0], seed=None)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        server = _QuietServer(
+            uvicorn.Config(create_simulator_app(config), host=host, port=port, log_level="warning", lifespan="on")
+        )
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()  # start-up failed: raise its error
+                raise RuntimeError("the simulator stopped during start-up")
+            await asyncio.sleep(0.02)
+        app.state.simulator_url = f"http://{host}:{port}"
+        try:
+            yield
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, timeout=10)
+
+    return lifespan

@@ -1,0 +1,95 @@
+"""Validate a send request the way the Cloud API does, answering its error envelope (WHATSAPP.md §6.1)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+SUPPORTED_TYPES = {"text", "template", "image", "document", "audio", "video", "sticker", "interactive", "reaction"}
+MAX_TEXT = 4096
+
+
+class GraphError(Exception):
+    """An error Graph answers synchronously: nothing was accepted."""
+
+    def __init__(self, status: int, code: int, message: str, details: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": f"(#{self.code}) {self.message}",
+                "type": "OAuthException",
+                "code": self.code,
+                "error_data": {"messaging_product": "whatsapp", "details": self.details},
+                "fbtrace_id": secrets.token_urlsafe(9),
+            }
+        }
+
+
+def _bad(code: int, message: str, details: str) -> GraphError:
+    return GraphError(400, code, message, details)
+
+
+def validate(body: object) -> tuple[str, str]:
+    """Return (recipient digits, dedup key: callback data or the text) or raise GraphError."""
+    if not isinstance(body, dict):
+        raise _bad(100, "Invalid parameter", "Request body must be a JSON object")
+    if body.get("messaging_product") != "whatsapp":
+        raise _bad(100, "Invalid parameter", "Param messaging_product must be 'whatsapp'")
+    to = body.get("to")
+    if not isinstance(to, str) or not to.strip():
+        raise _bad(131008, "Required parameter is missing", "The parameter to is required.")
+    digits = to.strip().removeprefix("+")
+    if not digits.isdigit() or not 8 <= len(digits) <= 15:
+        raise _bad(131009, "Parameter value is not valid", "Param to must be a phone number in E.164 format")
+    kind = body.get("type", "text")
+    if "type" not in body:
+        raise _bad(131008, "Required parameter is missing", "The parameter type is required.")
+    if kind not in SUPPORTED_TYPES:
+        raise _bad(100, "Invalid parameter", f"Param type must be one of {sorted(SUPPORTED_TYPES)}")
+    callback = body.get("biz_opaque_callback_data")
+    if callback is not None and (not isinstance(callback, str) or len(callback) > 512):
+        raise _bad(131009, "Parameter value is not valid", "Param biz_opaque_callback_data must be a string (512)")
+    content = ""
+    if kind == "text":
+        text = body.get("text")
+        text_body = text.get("body") if isinstance(text, dict) else None
+        if not isinstance(text_body, str) or not text_body.strip():
+            raise _bad(131008, "Required parameter is missing", "Param text['body'] is required and non-empty")
+        if len(text_body) > MAX_TEXT:
+            raise _bad(131009, "Parameter value is not valid", f"Param text['body'] must be at most {MAX_TEXT}")
+        content = text_body
+    elif kind == "template":
+        content = _validate_template(body.get("template"))
+    return digits, callback if callback else content
+
+
+def _validate_template(template: object) -> str:
+    if not isinstance(template, dict):
+        raise _bad(131008, "Required parameter is missing", "Param template is required")
+    name = template.get("name")
+    if not isinstance(name, str) or not name:
+        raise _bad(131008, "Required parameter is missing", "Param template['name'] is required")
+    language = template.get("language")
+    if not isinstance(language, dict) or not isinstance(language.get("code"), str) or not language["code"]:
+        raise _bad(131008, "Required parameter is missing", "Param template['language']['code'] is required")
+    components = template.get("components", [])
+    if not isinstance(components, list):
+        raise _bad(131009, "Parameter value is not valid", "Param template['components'] must be an array")
+    texts: list[str] = []
+    for component in components:
+        if not isinstance(component, dict) or component.get("type") not in {"header", "body", "button", "footer"}:
+            raise _bad(131009, "Parameter value is not valid", "Each template component needs a valid type")
+        parameters = component.get("parameters", [])
+        if not isinstance(parameters, list):
+            raise _bad(132000, "Number of parameters does not match the expected number of params", "parameters")
+        for parameter in parameters:
+            if not isinstance(parameter, dict) or "type" not in parameter:
+                raise _bad(131009, "Parameter value is not valid", "Each template parameter needs a type")
+            if parameter["type"] == "text":
+                if not isinstance(parameter.get("text"), str) or not parameter["text"]:
+                    raise _bad(132000, "Number of parameters does not match the expected number of params", "text")
+                texts.append(parameter["text"])
+    return f"{name}:{'|'.join(texts)}"
