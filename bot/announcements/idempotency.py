@@ -1,0 +1,164 @@
+"""Idempotency-Key for POST /announcements (draft-ietf-httpapi-idempotency-key-header, Stripe's storage rules).
+
+The key row's primary key (employer_id, key) is the serialisation point: the first request inserts the row
+as `running` and commits it at once, so every concurrent request with the same key either loses the insert
+(and then sees `running` → 409, or `completed` → replay) or waits for the winner's insert to commit. The
+winner stores the response in the same transaction that creates the announcement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.errors import BadRequestError, ConflictError, ValidationFailedError
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+# A request still working after this is presumed dead (crashed process): its key may be taken over.
+LOCK_SECONDS = 60
+# Kept at least 24 h (the draft's and Stripe's minimum).
+RETAIN = timedelta(hours=24)
+RETRY_AFTER_SECONDS = 1
+
+
+class KeyInUseError(ConflictError):
+    """A request with this Idempotency-Key is still being processed; retry after a moment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.retry_after = RETRY_AFTER_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """Ownership of a `running` key: `locked_until` doubles as the owner's token."""
+
+    employer_id: int
+    key: str
+    locked_until: datetime
+
+
+def check_key(raw: str) -> str:
+    """1 to 255 visible ASCII characters (0x21 to 0x7E)."""
+    if not 1 <= len(raw) <= MAX_KEY_LENGTH or not all(0x21 <= ord(c) <= 0x7E for c in raw):
+        raise ValidationFailedError.one(HEADER, f"must be 1–{MAX_KEY_LENGTH} visible ASCII characters")
+    return raw
+
+
+def fingerprint(body: bytes) -> str:
+    """SHA-256 of the canonical body: decoded and re-encoded with sorted keys, so whitespace and key order
+    do not matter."""
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequestError("The request body is not valid JSON.") from None
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_INSERT = text(
+    """
+    INSERT INTO idempotency_key (employer_id, key, fingerprint, state, locked_until, expires_at)
+    VALUES (:employer_id, :key, :fp, 'running', now() + make_interval(secs => :lock), now() + :retain)
+    ON CONFLICT (employer_id, key) DO NOTHING
+    RETURNING locked_until
+    """
+)
+_EXISTING = text(
+    "SELECT fingerprint, state, response_status, response_body, locked_until < now() AS stale "
+    "FROM idempotency_key WHERE employer_id = :employer_id AND key = :key"
+)
+# Take over a `running` key whose owner died (its lock expired); only one taker can win.
+_TAKE_OVER = text(
+    """
+    UPDATE idempotency_key
+       SET locked_until = now() + make_interval(secs => :lock), fingerprint = :fp, expires_at = now() + :retain
+     WHERE employer_id = :employer_id AND key = :key AND state = 'running' AND locked_until < now()
+    RETURNING locked_until
+    """
+)
+_COMPLETE = text(
+    """
+    UPDATE idempotency_key
+       SET state = 'completed', response_status = :status, response_body = :body, expires_at = now() + :retain
+     WHERE employer_id = :employer_id AND key = :key AND state = 'running' AND locked_until = :locked_until
+    """
+)
+_RELEASE = text(
+    "DELETE FROM idempotency_key "
+    "WHERE employer_id = :employer_id AND key = :key AND state = 'running' AND locked_until = :locked_until"
+)
+
+
+async def acquire(session: AsyncSession, employer_id: int, key: str, fp: str) -> Lock | Replay:
+    """Own the key (committed as `running`), or get the stored response to replay.
+
+    Raises 422 when the key was used with a different body, 409 (KeyInUseError) while another request
+    holds it.
+    """
+    params = {"employer_id": employer_id, "key": key, "fp": fp, "lock": LOCK_SECONDS, "retain": RETAIN}
+    for _ in range(3):
+        locked_until = (await session.execute(_INSERT, params)).scalar_one_or_none()
+        if locked_until is not None:
+            await session.commit()
+            return Lock(employer_id, key, locked_until)
+        row = (await session.execute(_EXISTING, params)).mappings().one_or_none()
+        if row is None:
+            # Purged or released between our insert and our read: try again.
+            await session.rollback()
+            continue
+        if row["fingerprint"] != fp:
+            await session.rollback()
+            raise ValidationFailedError.one(
+                HEADER, "was already used with a different request body; use a new key for a new request"
+            )
+        if row["state"] == "completed":
+            await session.rollback()
+            return Replay(row["response_status"], bytes(row["response_body"]))
+        if row["stale"]:
+            taken = (await session.execute(_TAKE_OVER, params)).scalar_one_or_none()
+            if taken is not None:
+                await session.commit()
+                return Lock(employer_id, key, taken)
+        await session.rollback()
+        raise KeyInUseError()
+    raise KeyInUseError()
+
+
+async def complete(session: AsyncSession, lock: Lock, status: int, body: bytes) -> None:
+    """Store the response; call inside the transaction that creates the resource, before its commit."""
+    result = await session.execute(
+        _COMPLETE,
+        {
+            "employer_id": lock.employer_id,
+            "key": lock.key,
+            "locked_until": lock.locked_until,
+            "status": status,
+            "body": body,
+            "retain": RETAIN,
+        },
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        # Our lock expired and another request took the key over: let it win, create nothing here.
+        raise KeyInUseError()
+
+
+async def release(session: AsyncSession, lock: Lock) -> None:
+    """Forget the key after a request that created nothing (bad input), so the client can fix and retry."""
+    await session.rollback()
+    await session.execute(
+        _RELEASE, {"employer_id": lock.employer_id, "key": lock.key, "locked_until": lock.locked_until}
+    )
+    await session.commit()
