@@ -15,6 +15,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from bot.account import me
+from bot.announcements.controller import AnnouncementController
 from bot.db.engine import make_engine, make_sessionmaker, resolve_database_url
 from bot.db.migrate import check_schema
 from bot.deps import DEPENDENCIES
@@ -62,7 +63,7 @@ def create_app(
         finally:
             await engine.dispose()
 
-    route_handlers: list[Any] = [health, metrics, me, EmployeeController]
+    route_handlers: list[Any] = [health, metrics, me, EmployeeController, AnnouncementController]
 
     return Litestar(
         route_handlers=route_handlers,
