@@ -64,7 +64,16 @@ def simulator_lifespan(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         server = _QuietServer(
-            uvicorn.Config(create_simulator_app(config), host=host, port=port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                create_simulator_app(config),
+                host=host,
+                port=port,
+                # No log_config/log_level: uvicorn.Config would reconfigure the process-wide uvicorn loggers
+                # and silence the outer server's own start-up lines.
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+            )
         )
         task = asyncio.create_task(server.serve())
         while not server.started:

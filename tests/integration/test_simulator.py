@@ -25,7 +25,9 @@ URL = "/v23.0/100000000000001/messages"
 AUTH = {"Authorization": "Bearer test-token"}
 
 
-def text_send(to: str = "+27820000001", body: str = "Fire drill at 14:00", callback: str | None = "d1") -> dict[str, Any]:
+def text_send(
+    to: str = "+27820000001", body: str = "Fire drill at 14:00", callback: str | None = "d1"
+) -> dict[str, Any]:
     message: dict[str, Any] = {"messaging_product": "whatsapp", "to": to, "type": "text", "text": {"body": body}}
     if callback is not None:
         message["biz_opaque_callback_data"] = callback
@@ -105,8 +107,8 @@ async def simulator(receiver: Receiver | None = None, **options: Any) -> AsyncIt
             yield c
 
 
-async def poll(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
+async def poll(check: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
     while not check():
         assert time.monotonic() < deadline, "condition not reached before the deadline"
         await asyncio.sleep(0.02)
@@ -146,7 +148,8 @@ async def test_missing_or_bad_bearer_is_190(headers: dict[str, str]) -> None:
         ({"text": {"body": "x" * 4097}}, 131009, "body"),
         ({"type": "template", "template": {"language": {"code": "en"}}}, 131008, "name"),
         ({"type": "template", "template": {"name": "n"}}, 131008, "language"),
-        ({"type": "template", "template": {"name": "n", "language": {"code": "en"}, "components": "x"}}, 131009, "components"),
+        ({"type": "template", "template": {"name": "n", "language": {"code": "en"}, "components": "x"}},
+         131009, "components"),
         (
             {"type": "template", "template": {"name": "n", "language": {"code": "en"},
                                               "components": [{"type": "body", "parameters": [{"type": "text"}]}]}},
@@ -196,7 +199,9 @@ async def test_a_valid_template_is_accepted() -> None:
 async def test_signed_callbacks_sent_delivered_read_then_an_ack() -> None:
     receiver = Receiver()
     async with simulator(receiver, ack_rate=1.0, reply_rate=0.0) as client:
-        wamid = (await client.post(URL, json=text_send(callback="delivery-42"), headers=AUTH)).json()["messages"][0]["id"]
+        wamid = (await client.post(URL, json=text_send(callback="delivery-42"), headers=AUTH)).json()["messages"][0][
+            "id"
+        ]
         await poll(lambda: len(receiver.posts) >= 4)
         stats = (await client.get("/_simulator/stats")).json()
     for body, headers in receiver.posts:
