@@ -207,10 +207,14 @@ async def deliveries_page(
     after_id: int | None,
     limit: int,
 ) -> list[contracts.Delivery]:
-    """Newest first, limit+1 rows. `q` matches the employee's name (case-insensitive) or phone digits."""
+    """Newest first, limit+1 rows. `q` matches the employee's name (case-insensitive) or, when it looks like a
+    phone number, the phone's digits."""
     await ensure_exists(session, employer_id, announcement_id)
     needle = (q or "").strip()
-    digits = "".join(c for c in needle if c.isdigit())
+    # Only a needle that looks like a phone (digits, +, spaces, dashes) searches phones: "worker 2" must not
+    # match every phone containing a 2.
+    looks_like_phone = bool(needle) and all(c.isdigit() or c in "+ -()" for c in needle)
+    digits = "".join(c for c in needle if c.isdigit()) if looks_like_phone else ""
     rows = (
         await session.execute(
             text(

@@ -26,5 +26,6 @@ async def counts_for(session: AsyncSession, announcement_ids: Sequence[int]) -> 
     rows = await session.execute(_COUNTS, {"ids": list(announcement_ids)})
     for row in rows.mappings():
         values = dict(row)
-        result[values.pop("announcement_id")] = Counts(**values)
+        announcement_id = values.pop("announcement_id")
+        result[announcement_id] = Counts(**values)
     return result
