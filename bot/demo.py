@@ -77,6 +77,13 @@ async def seed(engine: AsyncEngine, saved_token: str | None) -> tuple[int, str]:
         return employer_id, token
 
 
+def _routes(settings: Settings) -> set[str]:
+    """The paths this build serves (an app that is built, never started: nothing connects)."""
+    from bot.app import create_app
+
+    return set(create_app(settings).route_handler_method_map)
+
+
 def _exit_on_stop_signal(signum: int, frame: object) -> None:
     # A stop on request is a success; SystemExit lets uvicorn and the embedded PostgreSQL's exit hook run.
     raise SystemExit(0)
@@ -117,16 +124,14 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
     saved_path.chmod(0o600)
 
     dispatcher = importlib.util.find_spec("bot.dispatch.lifespan") is not None
-    webhook = importlib.util.find_spec("bot.webhook.controller") is not None or any(
-        importlib.util.find_spec(f"bot.webhook.{m}") is not None for m in ("routes", "handler", "receiver")
-    )
+    webhook = "/webhooks/whatsapp" in _routes(settings)
     print(f"demo employer: {NAME} (slug {SLUG}, {EMPLOYEES} employees tagged {', '.join(TAGS)})")
     print(f"API + webhook: {api_url}  (docs at {api_url}/docs)")
     print("WhatsApp simulator: on the next free port; simulated employees read everything and acknowledge some")
     if not dispatcher:
         print("note: the dispatcher (bot.dispatch.lifespan) is not in this build yet: announcements stay pending")
     if not webhook:
-        print("note: the webhook may not be in this build yet: statuses will not be recorded")
+        print("note: the webhook (/webhooks/whatsapp) is not in this build yet: statuses will not be recorded")
     print(f"API token: {token}")
     print(f"saved to {saved_path} (the console reads it)")
     print("next:")
