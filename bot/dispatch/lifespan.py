@@ -1,0 +1,33 @@
+"""Run the dispatcher inside `serve`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from bot.settings import Settings
+
+
+def dispatcher_lifespan(settings: Settings) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        from bot.dispatch.dispatcher import Dispatcher
+        from bot.graph.client import GraphClient, make_http_client
+
+        http = make_http_client(settings)
+        graph = GraphClient(http, api_url=settings.whatsapp_api_url, phone_number_id=settings.whatsapp_phone_number_id,
+                            access_token=settings.whatsapp_access_token, template=settings.whatsapp_template,
+                            metrics=app.state.metrics)
+        d = Dispatcher(settings, app.state.sessionmaker, graph, metrics=app.state.metrics)
+        app.state.dispatcher = d
+        task = asyncio.create_task(d.run())
+        try:
+            yield
+        finally:
+            d.stop()
+            await task
+            await http.aclose()
+
+    return lifespan
