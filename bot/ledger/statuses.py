@@ -1,0 +1,89 @@
+"""Apply Meta status callbacks to the ledger, forward only (DESIGN.md §3).
+
+One rank order makes the result independent of arrival order. A Meta status for a row we marked
+`failed` is evidence the message was accepted, so it is applied too (prefer the evidence);
+`cancelled`/`skipped` rows were never sent and are never touched.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+RANK = {"pending": 0, "sending": 0, "unknown": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
+META_STATUSES = ("sent", "delivered", "read", "failed")
+
+_RANK_SQL = (
+    "CASE status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 "
+    "WHEN 'failed' THEN 4 ELSE 0 END"
+)
+
+_APPLY = text(
+    f"""
+    UPDATE delivery SET
+      wamid = COALESCE(wamid, :wamid),
+      status = CASE WHEN {_RANK_SQL} < :rank THEN :status ELSE status END,
+      sent_at = CASE WHEN :status = 'sent' THEN LEAST(COALESCE(sent_at, :ts), :ts) ELSE sent_at END,
+      delivered_at = CASE WHEN :status = 'delivered' THEN LEAST(COALESCE(delivered_at, :ts), :ts)
+                     ELSE delivered_at END,
+      read_at = CASE WHEN :status = 'read' THEN LEAST(COALESCE(read_at, :ts), :ts) ELSE read_at END,
+      failed_at = CASE WHEN :status = 'failed' THEN LEAST(COALESCE(failed_at, :ts), :ts) ELSE failed_at END,
+      error_code = CASE WHEN :status = 'failed' AND {_RANK_SQL} < :rank THEN :code ELSE error_code END,
+      error_title = CASE WHEN :status = 'failed' AND {_RANK_SQL} < :rank THEN :title ELSE error_title END,
+      updated_at = now()
+    WHERE id = :id AND status NOT IN ('cancelled', 'skipped')
+    RETURNING status
+    """
+)
+
+
+def _ts(raw: str | None) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(raw or ""), UTC)
+    except (ValueError, OverflowError, OSError):
+        return datetime.now(UTC)
+
+
+async def apply_status(
+    session: AsyncSession,
+    *,
+    wamid: str | None,
+    status: str,
+    timestamp: str | None,
+    callback_data: str | None,
+    errors: list[dict[str, Any]] | None,
+) -> str:
+    """Returns 'applied', 'ignored' (played/unknown status) or 'unmatched'."""
+    if status not in META_STATUSES:
+        return "ignored"
+    row_id = None
+    if wamid:
+        row_id = (await session.execute(text("SELECT id FROM delivery WHERE wamid = :w"), {"w": wamid})).scalar()
+    if row_id is None and callback_data and callback_data.isdigit():
+        row_id = (
+            await session.execute(
+                text("SELECT id FROM delivery WHERE id = :i AND (wamid IS NULL OR wamid = :w)"),
+                {"i": int(callback_data), "w": wamid},
+            )
+        ).scalar()
+    if row_id is None:
+        return "unmatched"
+    first = (errors or [{}])[0] if errors else {}
+    code = first.get("code") if isinstance(first.get("code"), int) else None
+    title = first.get("title") if isinstance(first.get("title"), str) else None
+    await session.execute(
+        _APPLY,
+        {
+            "id": row_id,
+            "wamid": wamid,
+            "status": status,
+            "rank": RANK[status],
+            "ts": _ts(timestamp),
+            "code": code,
+            "title": title,
+        },
+    )
+    return "applied"
