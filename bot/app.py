@@ -24,6 +24,7 @@ from bot.errors import EXCEPTION_HANDLERS
 from bot.health import health, metrics
 from bot.metrics import Metrics
 from bot.settings import Settings
+from bot.webhook.controller import WebhookController
 
 log = logging.getLogger("jem.app")
 
@@ -63,7 +64,7 @@ def create_app(
         finally:
             await engine.dispose()
 
-    route_handlers: list[Any] = [health, metrics, me, EmployeeController, AnnouncementController]
+    route_handlers: list[Any] = [health, metrics, me, EmployeeController, AnnouncementController, WebhookController]
 
     return Litestar(
         route_handlers=route_handlers,

@@ -16,27 +16,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 RANK = {"pending": 0, "sending": 0, "unknown": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
 META_STATUSES = ("sent", "delivered", "read", "failed")
 
-_RANK_SQL = (
-    "CASE status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 "
-    "WHEN 'failed' THEN 4 ELSE 0 END"
-)
+_RANK_SQL = "CASE status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 WHEN 'failed' THEN 4 ELSE 0 END"
 
 _APPLY = text(
-    f"""
+    # RANK_OF is replaced by the constant _RANK_SQL; every value is a bound parameter.
+    """
     UPDATE delivery SET
       wamid = COALESCE(wamid, :wamid),
-      status = CASE WHEN {_RANK_SQL} < :rank THEN :status ELSE status END,
+      status = CASE WHEN RANK_OF < :rank THEN :status ELSE status END,
       sent_at = CASE WHEN :status = 'sent' THEN LEAST(COALESCE(sent_at, :ts), :ts) ELSE sent_at END,
       delivered_at = CASE WHEN :status = 'delivered' THEN LEAST(COALESCE(delivered_at, :ts), :ts)
                      ELSE delivered_at END,
       read_at = CASE WHEN :status = 'read' THEN LEAST(COALESCE(read_at, :ts), :ts) ELSE read_at END,
       failed_at = CASE WHEN :status = 'failed' THEN LEAST(COALESCE(failed_at, :ts), :ts) ELSE failed_at END,
-      error_code = CASE WHEN :status = 'failed' AND {_RANK_SQL} < :rank THEN :code ELSE error_code END,
-      error_title = CASE WHEN :status = 'failed' AND {_RANK_SQL} < :rank THEN :title ELSE error_title END,
+      error_code = CASE WHEN :status = 'failed' AND RANK_OF < :rank THEN :code ELSE error_code END,
+      error_title = CASE WHEN :status = 'failed' AND RANK_OF < :rank THEN :title ELSE error_title END,
       updated_at = now()
     WHERE id = :id AND status NOT IN ('cancelled', 'skipped')
     RETURNING status
-    """
+    """.replace("RANK_OF", _RANK_SQL)
 )
 
 

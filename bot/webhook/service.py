@@ -62,10 +62,7 @@ async def process(session: AsyncSession, metrics: Metrics, envelope: Envelope) -
                 continue
             for raw in value.get("statuses") or []:
                 st = msgspec.convert(raw, Status) if isinstance(raw, dict) else Status()
-                if st.id and st.status:
-                    key = f"st:{st.id}:{st.status}"
-                else:
-                    key = _hash_key("st", raw)
+                key = f"st:{st.id}:{st.status}" if st.id and st.status else _hash_key("st", raw)
                 if not await _new(session, metrics, key, "status", raw):
                     continue
                 result = await apply_status(

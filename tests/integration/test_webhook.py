@@ -14,9 +14,7 @@ from tests.conftest import APP_SECRET, VERIFY_TOKEN, Tenant
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "whatsapp-payloads"
 CASES = [
-    (f.name, name, body)
-    for f in sorted(FIXTURES.glob("*.json"))
-    for name, body in json.loads(f.read_text()).items()
+    (f.name, name, body) for f in sorted(FIXTURES.glob("*.json")) for name, body in json.loads(f.read_text()).items()
 ]
 
 URL = "/webhooks/whatsapp"
@@ -27,8 +25,11 @@ def signed(body: bytes, secret: str = APP_SECRET) -> dict[str, str]:
 
 
 async def test_handshake(client: AsyncTestClient[Litestar]) -> None:
-    ok = await client.get(URL, params={"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "c1"})
-    assert ok.status_code == 200 and ok.text == "c1"
+    ok = await client.get(
+        URL, params={"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "c1"}
+    )
+    assert ok.status_code == 200
+    assert ok.text == "c1"
     bad = await client.get(URL, params={"hub.mode": "subscribe", "hub.verify_token": "no", "hub.challenge": "c1"})
     assert bad.status_code == 403
 
@@ -38,7 +39,9 @@ async def test_signature_rejections_store_nothing(
 ) -> None:
     body = json.dumps(CASES[0][2]).encode()
     assert (await client.post(URL, content=body)).status_code == 401
-    assert (await client.post(URL, content=body, headers={"X-Hub-Signature-256": "sha256=ñ€ garbage".encode()})).status_code == 403
+    assert (
+        await client.post(URL, content=body, headers={"X-Hub-Signature-256": "sha256=ñ€ garbage".encode()})
+    ).status_code == 403
     assert (await client.post(URL, content=body, headers=signed(body, "wrong"))).status_code == 403
     assert (await client.post(URL, content=b"not json", headers=signed(b"not json"))).status_code == 400
     async with db() as s:
@@ -61,9 +64,14 @@ async def test_every_fixture_accepted_twice_without_double_effect(
         assert r.status_code == 200, r.text
         async with db() as s:
             counts.append(
-                (await s.execute(text("SELECT (SELECT count(*) FROM webhook_event), (SELECT count(*) FROM inbound_message)"))).one()
+                (
+                    await s.execute(
+                        text("SELECT (SELECT count(*) FROM webhook_event), (SELECT count(*) FROM inbound_message)")
+                    )
+                ).one()
             )
-    assert counts[0] == counts[1] and counts[0][0] > 0
+    assert counts[0] == counts[1]
+    assert counts[0][0] > 0
 
 
 def _status(wamid: str, status: str, ts: int, callback: str | None = None) -> bytes:
@@ -71,15 +79,39 @@ def _status(wamid: str, status: str, ts: int, callback: str | None = None) -> by
     if callback:
         st["biz_opaque_callback_data"] = callback
     return json.dumps(
-        {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {"statuses": [st]}}]}]}
+        {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "1", "changes": [{"field": "messages", "value": {"statuses": [st]}}]}],
+        }
     ).encode()
 
 
 async def _delivery(db: async_sessionmaker[AsyncSession], tenant: Tenant, status: str, wamid: str | None) -> int:
     async with db() as s, s.begin():
-        emp = (await s.execute(text("INSERT INTO employee (employer_id, phone, name) VALUES (:e, '+27820000001', 'A') RETURNING id"), {"e": tenant.employer_id})).scalar_one()
-        ann = (await s.execute(text("INSERT INTO announcement (employer_id, message, send_at, audience) VALUES (:e, 'hi', now(), '{}') RETURNING id"), {"e": tenant.employer_id})).scalar_one()
-        return (await s.execute(text("INSERT INTO delivery (employer_id, announcement_id, employee_id, kind, status, wamid) VALUES (:e, :a, :m, 'announcement', :st, :w) RETURNING id"), {"e": tenant.employer_id, "a": ann, "m": emp, "st": status, "w": wamid})).scalar_one()
+        emp = (
+            await s.execute(
+                text("INSERT INTO employee (employer_id, phone, name) VALUES (:e, '+27820000001', 'A') RETURNING id"),
+                {"e": tenant.employer_id},
+            )
+        ).scalar_one()
+        ann = (
+            await s.execute(
+                text(
+                    "INSERT INTO announcement (employer_id, message, send_at, audience) "
+                    "VALUES (:e, 'hi', now(), '{}') RETURNING id"
+                ),
+                {"e": tenant.employer_id},
+            )
+        ).scalar_one()
+        return (
+            await s.execute(
+                text(
+                    "INSERT INTO delivery (employer_id, announcement_id, employee_id, kind, status, wamid) "
+                    "VALUES (:e, :a, :m, 'announcement', :st, :w) RETURNING id"
+                ),
+                {"e": tenant.employer_id, "a": ann, "m": emp, "st": status, "w": wamid},
+            )
+        ).scalar_one()
 
 
 async def test_statuses_forward_only_and_late_timestamps_kept(
@@ -90,7 +122,12 @@ async def test_statuses_forward_only_and_late_timestamps_kept(
         body = _status("wamid.A", st, 1760000000)
         assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
     async with db() as s:
-        row = (await s.execute(text("SELECT status, delivered_at IS NOT NULL, read_at IS NOT NULL FROM delivery WHERE id=:i"), {"i": did})).one()
+        row = (
+            await s.execute(
+                text("SELECT status, delivered_at IS NOT NULL, read_at IS NOT NULL FROM delivery WHERE id=:i"),
+                {"i": did},
+            )
+        ).one()
     assert tuple(row) == ("read", True, True)
 
 
