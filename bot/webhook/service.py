@@ -11,6 +11,8 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.ledger.acks import acknowledge
+from bot.ledger.replies import queue_reply
 from bot.ledger.statuses import apply_status
 from bot.metrics import Metrics
 from bot.phones import from_wa_id, mask_id
@@ -38,6 +40,7 @@ _INBOUND = text(
         LIMIT 1
     ) e ON true
     ON CONFLICT (wamid) DO NOTHING
+    RETURNING employer_id, employee_id, delivery_id
     """
 )
 
@@ -81,16 +84,53 @@ async def process(session: AsyncSession, metrics: Metrics, envelope: Envelope) -
                 if not await _new(session, metrics, key, "message", raw) or not msg.id or not msg.from_:
                     continue
                 body = msg.text.body if msg.text else (msg.button.text if msg.button else None)
-                await session.execute(
-                    _INBOUND,
-                    {
-                        "wamid": msg.id,
-                        "phone": from_wa_id(msg.from_),
-                        "type": msg.type or "unknown",
-                        "text": body,
-                        "ctx": msg.context.id if msg.context else None,
-                        "p": json.dumps(raw),
-                    },
-                )
+                row = (
+                    await session.execute(
+                        _INBOUND,
+                        {
+                            "wamid": msg.id,
+                            "phone": from_wa_id(msg.from_),
+                            "type": msg.type or "unknown",
+                            "text": body,
+                            "ctx": msg.context.id if msg.context else None,
+                            "p": json.dumps(raw),
+                        },
+                    )
+                ).first()
+                if row is not None:
+                    await _interpret(session, msg, phone=from_wa_id(msg.from_), text_=body, row=row)
             for raw in value.get("errors") or []:
                 await _new(session, metrics, _hash_key("err", raw), "error", raw)
+
+
+STOP_WORDS = {"STOP", "UNSUBSCRIBE"}
+REPLIES = {
+    "stop": "You will no longer receive announcements. Reply START to subscribe again.",
+    "start": "You are subscribed to announcements again. Reply STOP to unsubscribe.",
+    "help": "This number sends announcements from your employer. Reply STOP to unsubscribe, START to resubscribe.",
+}
+
+
+async def _interpret(session: AsyncSession, msg: Message, *, phone: str, text_: str | None, row: Any) -> None:
+    employer_id, employee_id, delivery_id = row
+    if delivery_id is not None:
+        # A tap or any reply whose context is one of our announcements acknowledges it.
+        await acknowledge(session, delivery_id)
+    word = (text_ or "").strip().upper() if msg.type == "text" else ""
+    action = "stop" if word in STOP_WORDS else word.lower() if word in ("START", "HELP") else None
+    if action is None or employee_id is None:
+        return
+    if action == "stop":
+        await session.execute(
+            text(
+                "UPDATE employee SET opted_out_at = now(), updated_at = now() WHERE phone = :p AND opted_out_at IS NULL"
+            ),
+            {"p": phone},
+        )
+    elif action == "start":
+        await session.execute(
+            text("UPDATE employee SET opted_out_at = NULL, updated_at = now() WHERE phone = :p"), {"p": phone}
+        )
+    await queue_reply(
+        session, employer_id=employer_id, employee_id=employee_id, reply_key=f"{action}:{msg.id}", body=REPLIES[action]
+    )

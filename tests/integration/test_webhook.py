@@ -140,3 +140,53 @@ async def test_unknown_delivery_resolved_by_callback_data(
     async with db() as s:
         row = (await s.execute(text("SELECT status, wamid FROM delivery WHERE id=:i"), {"i": did})).one()
     assert tuple(row) == ("delivered", "wamid.B")
+
+
+def _inbound(wamid: str, *, body: str | None = None, context: str | None = None) -> bytes:
+    msg: dict[str, object] = {"from": "27820000001", "id": wamid, "timestamp": "1760000000"}
+    if body is not None:
+        msg |= {"type": "text", "text": {"body": body}}
+    else:
+        msg |= {"type": "button", "button": {"payload": "ack", "text": "Got it"}}
+    if context:
+        msg["context"] = {"from": "1555", "id": context}
+    value = {"messages": [msg]}
+    return json.dumps(
+        {"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": value}]}]}
+    ).encode()
+
+
+async def test_ack_counted_once_when_tap_delivered_three_times(
+    client: AsyncTestClient[Litestar], db: async_sessionmaker[AsyncSession], tenant: Tenant
+) -> None:
+    did = await _delivery(db, tenant, "delivered", "wamid.ANN")
+    body = _inbound("wamid.TAP", context="wamid.ANN")
+    for _ in range(3):
+        assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
+    async with db() as s:
+        row = (await s.execute(text("SELECT status, acknowledged_at FROM delivery WHERE id=:i"), {"i": did})).one()
+        inbound = (await s.execute(text("SELECT count(*), min(delivery_id) FROM inbound_message"))).one()
+    assert row[0] == "read"
+    assert row[1] is not None
+    assert tuple(inbound) == (1, did)
+
+
+async def test_stop_three_times_opts_out_with_one_reply_then_start(
+    client: AsyncTestClient[Litestar], db: async_sessionmaker[AsyncSession], tenant: Tenant
+) -> None:
+    await _delivery(db, tenant, "sent", "wamid.X")
+    body = _inbound("wamid.STOP", body="  stop ")
+    for _ in range(3):
+        assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
+    async with db() as s:
+        opted = (await s.execute(text("SELECT opted_out_at IS NOT NULL FROM employee"))).scalar_one()
+        replies = (await s.execute(text("SELECT count(*) FROM delivery WHERE kind='reply'"))).scalar_one()
+    assert opted is True
+    assert replies == 1
+    body = _inbound("wamid.START", body="START")
+    assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
+    async with db() as s:
+        opted = (await s.execute(text("SELECT opted_out_at IS NOT NULL FROM employee"))).scalar_one()
+        replies = (await s.execute(text("SELECT count(*) FROM delivery WHERE kind='reply'"))).scalar_one()
+    assert opted is False
+    assert replies == 2
