@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -20,8 +21,16 @@ log = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], graph: Any, *,
-                 metrics: Any = None, worker_id: str | None = None, concurrency: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        graph: Any,
+        *,
+        metrics: Any = None,
+        worker_id: str | None = None,
+        concurrency: int | None = None,
+    ) -> None:
         self._settings = settings
         self._sm = sessionmaker
         self._graph = graph
@@ -57,9 +66,9 @@ class Dispatcher:
         await completion.complete_finished(self._sm)
         return len(rows)
 
-    async def drain(self, timeout: float = 30.0) -> None:
+    async def drain(self, limit: float = 30.0) -> None:
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+            await asyncio.wait(list(self._tasks), timeout=limit)
 
     async def run(self) -> None:
         await reaper.heartbeat(self._sm, me=self.worker_id)
@@ -67,10 +76,8 @@ class Dispatcher:
             while not self._stop.is_set():
                 n = await self.run_once()
                 if n == 0:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), self._settings.dispatcher_poll_interval)
-                    except TimeoutError:
-                        pass
             await self.drain()
             await completion.complete_finished(self._sm)
         finally:
@@ -90,8 +97,9 @@ class Dispatcher:
                     res = await self._graph.send_announcement(to=row.phone, text=row.text, callback_data=str(row.id))
             except SendingPausedError as exc:
                 log.error("sending paused by Meta (code %s: %s); retrying in 60 s", exc.code, exc.title)
-                await outcome.record_retry(sm, id=row.id, me=me, delay=60.0, exhausted=False, code=exc.code,
-                                           title=exc.title)
+                await outcome.record_retry(
+                    sm, id=row.id, me=me, delay=60.0, exhausted=False, code=exc.code, title=exc.title
+                )
                 self._count("paused")
                 return
             except NotSentError as exc:
@@ -99,9 +107,15 @@ class Dispatcher:
                     delay = pair_rate_delay(row.attempts - 1)
                 else:
                     delay = exc.retry_after or backoff_delay(row.attempts - 1, rng=self._rng)
-                await outcome.record_retry(sm, id=row.id, me=me, delay=delay,
-                                           exhausted=row.attempts >= self._settings.max_send_attempts,
-                                           code=exc.code, title=exc.title)
+                await outcome.record_retry(
+                    sm,
+                    id=row.id,
+                    me=me,
+                    delay=delay,
+                    exhausted=row.attempts >= self._settings.max_send_attempts,
+                    code=exc.code,
+                    title=exc.title,
+                )
                 self._count("retry")
                 return
             except RejectedError as exc:

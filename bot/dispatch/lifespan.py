@@ -17,9 +17,14 @@ def dispatcher_lifespan(settings: Settings) -> Callable[[Any], AbstractAsyncCont
         from bot.graph.client import GraphClient, make_http_client
 
         http = make_http_client(settings)
-        graph = GraphClient(http, api_url=settings.whatsapp_api_url, phone_number_id=settings.whatsapp_phone_number_id,
-                            access_token=settings.whatsapp_access_token, template=settings.whatsapp_template,
-                            metrics=app.state.metrics)
+        graph = GraphClient(
+            http,
+            api_url=settings.whatsapp_api_url,
+            phone_number_id=settings.whatsapp_phone_number_id,
+            access_token=settings.whatsapp_access_token,
+            template=settings.whatsapp_template,
+            metrics=app.state.metrics,
+        )
         d = Dispatcher(settings, app.state.sessionmaker, graph, metrics=app.state.metrics)
         app.state.dispatcher = d
         task = asyncio.create_task(d.run())

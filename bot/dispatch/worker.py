@@ -30,8 +30,13 @@ async def _main(settings: Settings, url: str, concurrency: int | None) -> None:
 
     engine = make_engine(url)
     http = make_http_client(settings)
-    graph = GraphClient(http, api_url=settings.whatsapp_api_url, phone_number_id=settings.whatsapp_phone_number_id,
-                        access_token=settings.whatsapp_access_token, template=settings.whatsapp_template)
+    graph = GraphClient(
+        http,
+        api_url=settings.whatsapp_api_url,
+        phone_number_id=settings.whatsapp_phone_number_id,
+        access_token=settings.whatsapp_access_token,
+        template=settings.whatsapp_template,
+    )
     d = Dispatcher(settings, make_sessionmaker(engine), graph, concurrency=concurrency)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -8,7 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 async def complete_finished(sm: async_sessionmaker[AsyncSession]) -> int:
     async with sm() as s, s.begin():
-        res = await s.execute(text("""UPDATE announcement a SET status='completed', completed_at=now()
+        res = await s.execute(
+            text("""UPDATE announcement a SET status='completed', completed_at=now()
             WHERE a.status='dispatching' AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.announcement_id=a.id
-              AND d.status IN ('pending','sending'))"""))
+              AND d.status IN ('pending','sending'))""")
+        )
         return int(res.rowcount or 0)  # type: ignore[attr-defined]

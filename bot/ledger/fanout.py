@@ -5,9 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-_DUE = text(
-    "SELECT id FROM announcement WHERE status='scheduled' AND send_at <= now() ORDER BY send_at, id LIMIT :n"
-)
+_DUE = text("SELECT id FROM announcement WHERE status='scheduled' AND send_at <= now() ORDER BY send_at, id LIMIT :n")
 _LOCK = text(
     "SELECT id, employer_id, audience FROM announcement WHERE id=:id AND status='scheduled' FOR UPDATE SKIP LOCKED"
 )

@@ -11,9 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 async def heartbeat(sm: async_sessionmaker[AsyncSession], *, me: str) -> None:
     async with sm() as s, s.begin():
-        await s.execute(text("""INSERT INTO worker (id, hostname, pid) VALUES (:id, :h, :p)
+        await s.execute(
+            text("""INSERT INTO worker (id, hostname, pid) VALUES (:id, :h, :p)
             ON CONFLICT (id) DO UPDATE SET heartbeat_at=now(), stopped_at=NULL"""),
-            {"id": me, "h": socket.gethostname(), "p": os.getpid()})
+            {"id": me, "h": socket.gethostname(), "p": os.getpid()},
+        )
 
 
 async def stopped(sm: async_sessionmaker[AsyncSession], *, me: str) -> None:
@@ -23,8 +25,11 @@ async def stopped(sm: async_sessionmaker[AsyncSession], *, me: str) -> None:
 
 async def reap(sm: async_sessionmaker[AsyncSession], *, stale_after: float) -> int:
     async with sm() as s, s.begin():
-        res = await s.execute(text("""UPDATE delivery d SET status='unknown', unknown_at=now()
+        res = await s.execute(
+            text("""UPDATE delivery d SET status='unknown', unknown_at=now()
             WHERE d.status='sending' AND NOT EXISTS (
               SELECT 1 FROM worker w WHERE w.id = d.claimed_by AND w.stopped_at IS NULL
-                AND w.heartbeat_at > now() - make_interval(secs => :s))"""), {"s": stale_after})
+                AND w.heartbeat_at > now() - make_interval(secs => :s))"""),
+            {"s": stale_after},
+        )
         return int(res.rowcount or 0)  # type: ignore[attr-defined]

@@ -40,8 +40,10 @@ async def seed(db: async_sessionmaker[AsyncSession], employer_id: int, n: int, a
             )
         aid = (
             await s.execute(
-                text("INSERT INTO announcement (employer_id, message, send_at, audience) "
-                     "VALUES (:e, 'hi', now(), CAST(:a AS jsonb)) RETURNING id"),
+                text(
+                    "INSERT INTO announcement (employer_id, message, send_at, audience) "
+                    "VALUES (:e, 'hi', now(), CAST(:a AS jsonb)) RETURNING id"
+                ),
                 {"e": employer_id, "a": audience},
             )
         ).scalar_one()
@@ -59,7 +61,8 @@ async def test_fanout_race_makes_one_row_per_employee(db: Any, tenant: Any) -> N
     async with db() as s:
         n = (await s.execute(text("SELECT count(*) FROM delivery"))).scalar_one()
         st = (await s.execute(text("SELECT status FROM announcement"))).scalar_one()
-    assert n == 50 and st == "dispatching"
+    assert n == 50
+    assert st == "dispatching"
 
 
 async def test_concurrent_dispatchers_never_send_twice(db: Any, tenant: Any, settings: Settings) -> None:
@@ -85,11 +88,13 @@ async def test_concurrent_dispatchers_never_send_twice(db: Any, tenant: Any, set
 
 async def test_outcome_classes(db: Any, tenant: Any, settings: Settings) -> None:
     await seed(db, tenant.employer_id, 4)
-    graph = FakeGraph({
-        "+27820000001": RejectedError("undeliverable", code=131026),
-        "+27820000002": AmbiguousError("timeout"),
-        "+27820000003": NotSentError("oops", code=131000, scope="attempt", retry_after=3600.0),
-    })
+    graph = FakeGraph(
+        {
+            "+27820000001": RejectedError("undeliverable", code=131026),
+            "+27820000002": AmbiguousError("timeout"),
+            "+27820000003": NotSentError("oops", code=131000, scope="attempt", retry_after=3600.0),
+        }
+    )
     d = Dispatcher(settings, db, graph, worker_id="w")
     await d.run_once()
     await d.drain()
