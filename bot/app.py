@@ -22,9 +22,9 @@ from bot.deps import DEPENDENCIES
 from bot.employees.controller import EmployeeController
 from bot.errors import EXCEPTION_HANDLERS
 from bot.health import health, metrics
+from bot.inbox.controller import list_messages
 from bot.metrics import Metrics
 from bot.settings import Settings
-from bot.inbox.controller import list_messages
 from bot.webhook.controller import WebhookController
 
 log = logging.getLogger("jem.app")
@@ -65,7 +65,15 @@ def create_app(
         finally:
             await engine.dispose()
 
-    route_handlers: list[Any] = [health, metrics, me, EmployeeController, AnnouncementController, WebhookController, list_messages]
+    route_handlers: list[Any] = [
+        health,
+        metrics,
+        me,
+        EmployeeController,
+        AnnouncementController,
+        WebhookController,
+        list_messages,
+    ]
 
     return Litestar(
         route_handlers=route_handlers,
