@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.graph.errors import AmbiguousError, NotSentError, RejectedError, SendingPausedError
 from bot.graph.retry import backoff_delay, pair_rate_delay
-from bot.ledger import claim, completion, fanout, outcome, reaper
+from bot.ledger import budget, claim, completion, fanout, outcome, reaper
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class Dispatcher:
         self._rng = random.Random()
         self._last_beat = 0.0
         self._sent = 0
+        self._phone = settings.whatsapp_phone_number_id or "default"
 
     def describe(self) -> str:
         return f"dispatcher {self.worker_id}: {len(self._tasks)} in flight, {self._sent} sent"
@@ -58,6 +59,7 @@ class Dispatcher:
             self._last_beat = now
         await fanout.fan_out_due(self._sm)
         room = min(self._settings.dispatcher_batch_size, self._concurrency - len(self._tasks))
+        room = await budget.take(self._sm, phone_number_id=self._phone, want=room, rate=self._settings.send_rate)
         rows = await claim.claim(self._sm, me=self.worker_id, n=room)
         for row in rows:
             task = asyncio.create_task(self._send(row))
@@ -96,6 +98,7 @@ class Dispatcher:
                 else:
                     res = await self._graph.send_announcement(to=row.phone, text=row.text, callback_data=str(row.id))
             except SendingPausedError as exc:
+                await budget.pause(sm, phone_number_id=self._phone, seconds=60.0, reason=exc.title)
                 log.error("sending paused by Meta (code %s: %s); retrying in 60 s", exc.code, exc.title)
                 await outcome.record_retry(
                     sm, id=row.id, me=me, delay=60.0, exhausted=False, code=exc.code, title=exc.title
@@ -107,6 +110,8 @@ class Dispatcher:
                     delay = pair_rate_delay(row.attempts - 1)
                 else:
                     delay = exc.retry_after or backoff_delay(row.attempts - 1, rng=self._rng)
+                if exc.scope == "global":  # 130429: everyone waits, not just this delivery
+                    await budget.back_off(sm, phone_number_id=self._phone, seconds=delay)
                 await outcome.record_retry(
                     sm,
                     id=row.id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.dispatch.dispatcher import Dispatcher
 from bot.graph.client import SendResult
 from bot.graph.errors import AmbiguousError, NotSentError, RejectedError
-from bot.ledger import fanout, reaper
+from bot.ledger import budget, fanout, reaper
 from bot.settings import Settings
 
 
@@ -68,6 +69,7 @@ async def test_fanout_race_makes_one_row_per_employee(db: Any, tenant: Any) -> N
 async def test_concurrent_dispatchers_never_send_twice(db: Any, tenant: Any, settings: Settings) -> None:
     await seed(db, tenant.employer_id, 300)
     graph = FakeGraph()
+    settings = settings.replace(send_rate=100_000.0)
     ds = [Dispatcher(settings, db, graph, worker_id=f"w{i}", concurrency=20) for i in range(4)]
 
     async def drive(d: Dispatcher) -> None:
@@ -87,6 +89,7 @@ async def test_concurrent_dispatchers_never_send_twice(db: Any, tenant: Any, set
 
 
 async def test_outcome_classes(db: Any, tenant: Any, settings: Settings) -> None:
+    settings = settings.replace(send_rate=100_000.0)
     await seed(db, tenant.employer_id, 4)
     graph = FakeGraph(
         {
@@ -117,3 +120,21 @@ async def test_reaper_stale_claimer_unknown_live_untouched(db: Any, tenant: Any)
     async with db() as s:
         rows = dict((await s.execute(text("SELECT id, status FROM delivery"))).all())
     assert rows == {1: "sending", 2: "unknown"}
+
+
+async def test_rate_budget_shared_by_workers_stays_within_cap(db: Any) -> None:
+    rate = 200.0
+
+    async def taker() -> int:
+        got = 0
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            got += await budget.take(db, phone_number_id="p1", want=50, rate=rate)
+        return got
+
+    start = time.monotonic()
+    total = sum(await asyncio.gather(*(taker() for _ in range(4))))
+    elapsed = time.monotonic() - start
+    # The bucket starts empty and holds at most one second's worth: never more than rate x elapsed.
+    assert total <= rate * elapsed + 1
+    assert total >= rate * 0.5  # and it does hand tokens out
