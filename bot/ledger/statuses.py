@@ -1,7 +1,8 @@
 """Apply Meta status callbacks to the ledger, forward only (DESIGN.md §3).
 
-One rank order makes the result independent of arrival order. A Meta status for a row we marked
-`failed` is evidence the message was accepted, so it is applied too (prefer the evidence);
+One rank order makes the result independent of arrival order. `failed` (ours or Meta's) ranks highest,
+so a row we marked failed keeps that status, but a later Meta status still records its timestamp and
+wamid as evidence (TODO: decide whether such evidence should override our own failure);
 `cancelled`/`skipped` rows were never sent and are never touched.
 """
 
