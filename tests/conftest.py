@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+import respx
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
@@ -17,6 +18,7 @@ from bot.db.engine import make_engine, make_sessionmaker
 from bot.db.migrate import upgrade
 from bot.settings import Settings, Template
 from tests.db import fresh_database, server_url
+from tests.graph_respx import GRAPH_MOCKER
 
 APP_SECRET = "test-app-secret"
 VERIFY_TOKEN = "test-verify-token"
@@ -126,3 +128,14 @@ def make_tenant(db: async_sessionmaker[AsyncSession]) -> MakeTenant:
 @pytest.fixture
 async def tenant(make_tenant: MakeTenant) -> Tenant:
     return await make_tenant()
+
+
+@pytest.fixture
+def graph_respx() -> Iterator[respx.MockRouter]:
+    """respx routes for Graph sends made through `make_http_client` (the aiohttp transport); see tests/graph_respx.py.
+
+    Routes are relative to the test Graph URL: ``graph_respx.post(f"/{PHONE_NUMBER_ID}/messages").respond(...)``.
+    The Litestar test client is not intercepted.
+    """
+    with respx.mock(base_url=GRAPH_URL, using=GRAPH_MOCKER) as router:
+        yield router

@@ -9,7 +9,7 @@ import pytest
 import respx
 
 from bot.graph.client import GraphClient, SendResult, make_http_client
-from bot.graph.errors import NotSentError
+from bot.graph.errors import AmbiguousError, NotSentError, RejectedError
 from bot.graph.transport import AiohttpTransport
 from bot.metrics import Metrics
 from bot.settings import Settings, Template
@@ -221,3 +221,27 @@ async def test_the_http_client_neither_stores_nor_sends_cookies() -> None:
         await graph.send_text(to="+1", text="x", callback_data="2")
         assert not http.cookies
     assert sent_cookies == [None, None]
+
+
+async def test_graph_respx_fixture_intercepts_the_fast_transport_only(graph_respx: respx.MockRouter) -> None:
+    route = graph_respx.post(f"/{PHONE_ID}/messages").respond(200, json=SUCCESS)
+    async with make_http_client(settings()) as http:
+        result = await make_graph(http).send_text(to="+27820000001", text="x", callback_data="8")
+    assert result.wa_id == "27820000001"
+    assert json.loads(route.calls.last.request.content)["biz_opaque_callback_data"] == "8"
+    # A client on another transport is untouched by this mocker (here: answered by its own MockTransport).
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(204))) as other:
+        assert (await other.get("https://elsewhere.test/")).status_code == 204
+    assert route.call_count == 1
+
+
+async def test_graph_respx_side_effects_reach_the_error_mapping(graph_respx: respx.MockRouter) -> None:
+    graph_respx.post(f"/{PHONE_ID}/messages").mock(
+        side_effect=[httpx.ReadTimeout("lost"), httpx.Response(400, json={"error": {"code": 131026}})]
+    )
+    async with make_http_client(settings()) as http:
+        graph = make_graph(http)
+        with pytest.raises(AmbiguousError):
+            await graph.send_text(to="+1", text="x", callback_data="1")
+        with pytest.raises(RejectedError):
+            await graph.send_text(to="+1", text="x", callback_data="2")
