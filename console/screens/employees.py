@@ -22,6 +22,8 @@ class EmployeesScreen(ApiScreen):
     BINDINGS = [  # noqa: RUF012
         Binding("slash", "search", "Search", key_display="/"),
         Binding("r", "reload", "Refresh"),
+        # Operators reach this screen from the announcements list and expect esc to take them back there.
+        Binding("escape", "app.switch_mode('announcements')", "Back", show=False),
     ]
 
     def compose(self) -> ComposeResult:

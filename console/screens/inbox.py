@@ -19,7 +19,11 @@ class InboxScreen(ApiScreen):
 
     REFRESH_SECONDS = 5.0
     AUTO_FOCUS = "#inbox"
-    BINDINGS = [Binding("r", "reload", "Refresh")]  # noqa: RUF012
+    BINDINGS = [  # noqa: RUF012
+        Binding("r", "reload", "Refresh"),
+        # As on the employees screen: esc goes back to the announcements list.
+        Binding("escape", "app.switch_mode('announcements')", "Back", show=False),
+    ]
 
     def compose(self) -> ComposeResult:
         yield Header()

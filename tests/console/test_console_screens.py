@@ -327,6 +327,16 @@ class TestOtherScreens:
             await until(pilot, lambda: t.row_count == 2)
             assert t.get_row_at(0)[3] == "STOP"
 
+    @pytest.mark.parametrize("key", ["e", "i"])
+    async def test_escape_goes_back_to_announcements(self, fake: FakeApi, key: str) -> None:
+        """From the employees or inbox screen, esc returns to the announcements list."""
+        app = make_console(fake)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press(key)
+            await until(pilot, lambda: not isinstance(app.screen, AnnouncementsScreen))
+            await pilot.press("escape")
+            await until(pilot, lambda: isinstance(app.screen, AnnouncementsScreen))
+
 
 class TestFailures:
     async def test_api_down_is_a_notice_not_a_crash_and_recovers(self, fake: FakeApi) -> None:
