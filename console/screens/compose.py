@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, SelectionList, TextArea
 from textual.worker import Worker
@@ -92,25 +92,27 @@ class ComposeScreen(ModalScreen[contracts.Announcement | None]):
         return cast("ConsoleApp", self.app).timezone
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="compose-dialog"):
-            yield Label("New announcement", id="compose-title")
-            yield TextArea(id="message", soft_wrap=True, show_line_numbers=False)
-            with Horizontal(classes="field-foot"):
-                yield Label("", id="message-error", classes="field-error")
-                yield Label(f"0/{contracts.MAX_MESSAGE_LENGTH}", id="message-count")
-            yield Label("Audience", classes="field-label")
-            with RadioSet(id="audience-kind"):
-                yield RadioButton("all employees", id="kind-all", value=True)
-                yield RadioButton("employees with tags", id="kind-tags")
-                yield RadioButton("employee ids", id="kind-ids")
-            yield SelectionList[str](id="tags")
-            yield Input(placeholder="employee ids, e.g. 3, 5, 8", id="employee-ids")
-            yield Label("", id="audience-error", classes="field-error")
-            yield Label(f"Send time ({self.timezone})", classes="field-label")
-            yield Input(placeholder="now, or YYYY-MM-DD HH:MM", id="send-time")
-            yield Label("", id="send_time-error", classes="field-error")
-            yield Label("Recipients: …", id="recipients")
-            yield Label("", id="general-error", classes="field-error")
+        # The buttons sit outside the scrolling fields so they stay visible on an 80×24 terminal.
+        with Vertical(id="compose-dialog"):
+            with VerticalScroll(id="compose-fields"):
+                yield Label("New announcement", id="compose-title")
+                yield TextArea(id="message", soft_wrap=True, show_line_numbers=False)
+                with Horizontal(classes="field-foot"):
+                    yield Label("", id="message-error", classes="field-error")
+                    yield Label(f"0/{contracts.MAX_MESSAGE_LENGTH}", id="message-count")
+                yield Label("Audience", classes="field-label")
+                with RadioSet(id="audience-kind"):
+                    yield RadioButton("everyone", id="kind-all", value=True)
+                    yield RadioButton("by tag", id="kind-tags")
+                    yield RadioButton("by employee id", id="kind-ids")
+                yield SelectionList[str](id="tags")
+                yield Input(placeholder="employee ids, e.g. 3, 5, 8", id="employee-ids")
+                yield Label("", id="audience-error", classes="field-error")
+                yield Label(f"Send time ({self.timezone})", classes="field-label")
+                yield Input(placeholder="now, or YYYY-MM-DD HH:MM", id="send-time")
+                yield Label("", id="send_time-error", classes="field-error")
+                yield Label("Recipients: …", id="recipients")
+                yield Label("", id="general-error", classes="field-error")
             with Horizontal(id="compose-buttons"):
                 yield Button("Send (ctrl+s)", variant="success", id="submit")
                 yield Button("Close (esc)", id="close")
