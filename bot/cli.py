@@ -263,7 +263,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
         host=args.host or settings.host, port=args.port if args.port is not None else settings.port
     )
     if not args.simulator:
-        settings.require_whatsapp()
+        settings.require_whatsapp(simulator_flag=True)
     _check_listen_address(settings.host, settings.port)
     url = preflight(settings)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal with the handler that was in

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_API_URL = "https://graph.facebook.com/v23.0"
+DEFAULT_GRAPH_TIMEOUT = 10.0
+DEFAULT_HEARTBEAT = 2.0
+DEFAULT_STALE_AFTER = 30.0
 
 # (variable, default shown in --help, meaning). The single source for `jem-bot --help` and the README.
 ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
@@ -24,6 +28,9 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("WHATSAPP_VERIFY_TOKEN", "-", "the webhook handshake token"),
     ("WHATSAPP_TEMPLATE", "unset: text messages", "name:language of the approved announcement template"),
     ("JEM_SEND_RATE", "80", "messages per second for the sending number, summed over all workers"),
+    ("JEM_GRAPH_TIMEOUT", f"{DEFAULT_GRAPH_TIMEOUT:g}", "seconds to wait for Graph's answer; then `unknown`"),
+    ("JEM_DISPATCHER_HEARTBEAT", f"{DEFAULT_HEARTBEAT:g}", "seconds between a dispatcher's heartbeats"),
+    ("JEM_DISPATCHER_STALE_AFTER", f"{DEFAULT_STALE_AFTER:g}", "seconds of silence before a dispatcher is deemed dead"),
 )
 
 REQUIRED_WHATSAPP = (
@@ -58,15 +65,17 @@ class Settings:
     whatsapp_verify_token: str = ""
     whatsapp_template: Template | None = None
     send_rate: float = 80.0
-    # Dispatcher knobs (not part of the public environment; tests and benchmarks tune them).
+    # Dispatcher knobs. Batch size, concurrency, poll interval and attempts are not in the environment (tests
+    # and benchmarks tune them); the heartbeat, the stale-after and the Graph timeout are (JEM_DISPATCHER_*,
+    # JEM_GRAPH_TIMEOUT), because they decide how fast a crashed worker's sends are accounted for.
     dispatcher_batch_size: int = 200
     dispatcher_concurrency: int = 100
     dispatcher_poll_interval: float = 0.5
-    dispatcher_heartbeat_interval: float = 2.0
+    dispatcher_heartbeat_interval: float = DEFAULT_HEARTBEAT
     # A claimer silent for this long is presumed dead; its in-flight sends become `unknown`.
-    dispatcher_stale_after: float = 30.0
+    dispatcher_stale_after: float = DEFAULT_STALE_AFTER
     max_send_attempts: int = 8
-    graph_timeout: float = 10.0
+    graph_timeout: float = DEFAULT_GRAPH_TIMEOUT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -85,6 +94,17 @@ class Settings:
             raise ConfigError(f"JEM_SEND_RATE must be a number of messages per second, got {rate_raw!r}") from None
         if not 0 < rate <= 10_000:
             raise ConfigError(f"JEM_SEND_RATE must be between 0 and 10000 messages per second, got {rate_raw!r}")
+
+        graph_timeout = _seconds(get, "JEM_GRAPH_TIMEOUT", DEFAULT_GRAPH_TIMEOUT)
+        heartbeat = _seconds(get, "JEM_DISPATCHER_HEARTBEAT", DEFAULT_HEARTBEAT)
+        stale_after = _seconds(get, "JEM_DISPATCHER_STALE_AFTER", DEFAULT_STALE_AFTER)
+        if heartbeat >= stale_after:
+            # Every live dispatcher would look dead between two heartbeats, and the reaper would turn its
+            # in-flight sends into `unknown`.
+            raise ConfigError(
+                f"JEM_DISPATCHER_HEARTBEAT ({heartbeat:g} s) must be shorter than JEM_DISPATCHER_STALE_AFTER "
+                f"({stale_after:g} s)"
+            )
 
         template: Template | None = None
         if raw := get("WHATSAPP_TEMPLATE"):
@@ -115,13 +135,19 @@ class Settings:
             whatsapp_verify_token=get("WHATSAPP_VERIFY_TOKEN"),
             whatsapp_template=template,
             send_rate=rate,
+            graph_timeout=graph_timeout,
+            dispatcher_heartbeat_interval=heartbeat,
+            dispatcher_stale_after=stale_after,
         )
 
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
-    def require_whatsapp(self) -> None:
-        """Refuse to run a sender or webhook without credentials (names only, never values)."""
+    def require_whatsapp(self, *, simulator_flag: bool = False) -> None:
+        """Refuse to run a sender or webhook without credentials (names only, never values).
+
+        ``simulator_flag`` says the command has `--simulator` (only `serve` does), so the hint can offer it.
+        """
         values = {
             "WHATSAPP_ACCESS_TOKEN": self.whatsapp_access_token,
             "WHATSAPP_PHONE_NUMBER_ID": self.whatsapp_phone_number_id,
@@ -130,14 +156,31 @@ class Settings:
         }
         missing = [name for name in REQUIRED_WHATSAPP if not values[name]]
         if missing:
-            raise ConfigError(
-                f"missing {', '.join(missing)}: set them in the environment, or pass --simulator to use the "
-                "built-in WhatsApp simulator"
+            hint = (
+                ", or pass --simulator to use the built-in WhatsApp simulator"
+                if simulator_flag
+                else " (without WhatsApp: any values, and WHATSAPP_API_URL pointing at a running `jem-bot simulator`)"
             )
+            raise ConfigError(f"missing {', '.join(missing)}: set them in the environment{hint}")
 
     def __repr__(self) -> str:
         # Secrets must never reach logs or tracebacks through a repr.
         return f"Settings(database={'set' if self.database_url else 'embedded'}, data_dir={self.data_dir})"
+
+
+def _seconds(get: Callable[[str], str], name: str, default: float) -> float:
+    """A positive, finite number of seconds from the environment, or ``default`` when the variable is unset."""
+    raw = get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    # `not 0 < value` also rejects nan; inf would mean "never", which is never what an operator wants here.
+    if not 0 < value < math.inf:
+        raise ConfigError(f"{name} must be a number of seconds greater than 0, got {raw!r}")
+    return value
 
 
 def normalise_database_url(url: str) -> str:

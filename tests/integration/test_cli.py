@@ -243,6 +243,8 @@ def test_serve_on_a_schema_that_is_behind_says_migrate(
         ("JEM_PORT", "eighty"),
         ("JEM_PORT", "70000"),
         ("JEM_SEND_RATE", "fast"),
+        ("JEM_GRAPH_TIMEOUT", "0"),
+        ("JEM_DISPATCHER_STALE_AFTER", "never"),
         ("WHATSAPP_TEMPLATE", "no-language"),
         ("DATABASE_URL", "mysql://u:p@h/db"),
         ("WHATSAPP_API_URL", "graph.facebook.com"),

@@ -23,6 +23,9 @@ def test_defaults() -> None:
     assert settings.whatsapp_template is None
     assert settings.send_rate == 80.0
     assert settings.whatsapp_app_secrets == ()
+    assert settings.graph_timeout == 10.0
+    assert settings.dispatcher_heartbeat_interval == 2.0
+    assert settings.dispatcher_stale_after == 30.0
 
 
 def test_values_are_read_and_trimmed() -> None:
@@ -35,9 +38,14 @@ def test_values_are_read_and_trimmed() -> None:
             "JEM_DATA_DIR": "/var/lib/jem",
             "WHATSAPP_API_URL": "http://127.0.0.1:9000/v23.0/",
             "WHATSAPP_TEMPLATE": " staff_notice : en_US ",
+            "JEM_GRAPH_TIMEOUT": " 1.5 ",
+            "JEM_DISPATCHER_HEARTBEAT": "0.25",
+            "JEM_DISPATCHER_STALE_AFTER": "3",
         }
     )
     assert (settings.host, settings.port, settings.send_rate) == ("0.0.0.0", 9001, 12.5)
+    assert settings.graph_timeout == 1.5
+    assert (settings.dispatcher_heartbeat_interval, settings.dispatcher_stale_after) == (0.25, 3.0)
     assert settings.data_dir == Path("/var/lib/jem")
     assert settings.whatsapp_api_url == "http://127.0.0.1:9000/v23.0"
     assert settings.whatsapp_template == Template("staff_notice", "en_US")
@@ -79,6 +87,20 @@ def test_database_url_scheme_is_normalised(raw: str, expected: str) -> None:
         ({"JEM_SEND_RATE": "-5"}, "JEM_SEND_RATE"),
         ({"JEM_SEND_RATE": "nan"}, "JEM_SEND_RATE"),
         ({"JEM_SEND_RATE": "inf"}, "JEM_SEND_RATE"),
+        ({"JEM_GRAPH_TIMEOUT": "soon"}, "JEM_GRAPH_TIMEOUT"),
+        ({"JEM_GRAPH_TIMEOUT": "0"}, "JEM_GRAPH_TIMEOUT"),
+        ({"JEM_GRAPH_TIMEOUT": "-1"}, "JEM_GRAPH_TIMEOUT"),
+        ({"JEM_GRAPH_TIMEOUT": "nan"}, "JEM_GRAPH_TIMEOUT"),
+        ({"JEM_GRAPH_TIMEOUT": "inf"}, "JEM_GRAPH_TIMEOUT"),
+        ({"JEM_DISPATCHER_STALE_AFTER": "half a minute"}, "JEM_DISPATCHER_STALE_AFTER"),
+        ({"JEM_DISPATCHER_STALE_AFTER": "0"}, "JEM_DISPATCHER_STALE_AFTER"),
+        ({"JEM_DISPATCHER_STALE_AFTER": "-30"}, "JEM_DISPATCHER_STALE_AFTER"),
+        ({"JEM_DISPATCHER_STALE_AFTER": "nan"}, "JEM_DISPATCHER_STALE_AFTER"),
+        ({"JEM_DISPATCHER_HEARTBEAT": "0"}, "JEM_DISPATCHER_HEARTBEAT"),
+        ({"JEM_DISPATCHER_HEARTBEAT": "-inf"}, "JEM_DISPATCHER_HEARTBEAT"),
+        # A heartbeat no shorter than the stale-after would make every live dispatcher look dead.
+        ({"JEM_DISPATCHER_HEARTBEAT": "5", "JEM_DISPATCHER_STALE_AFTER": "5"}, "JEM_DISPATCHER_STALE_AFTER"),
+        ({"JEM_DISPATCHER_STALE_AFTER": "1"}, "JEM_DISPATCHER_HEARTBEAT"),
         ({"WHATSAPP_TEMPLATE": "staff_notice"}, "WHATSAPP_TEMPLATE"),
         ({"WHATSAPP_TEMPLATE": ":en_US"}, "WHATSAPP_TEMPLATE"),
         ({"WHATSAPP_TEMPLATE": "staff_notice:"}, "WHATSAPP_TEMPLATE"),
@@ -113,6 +135,19 @@ def test_missing_whatsapp_settings_are_named_without_values() -> None:
     assert "graph-token-value" not in message
     assert "s3cr3t" not in message
     assert "\n" not in message
+
+
+def test_missing_whatsapp_settings_offer_simulator_flag_only_where_it_exists() -> None:
+    # `serve` has --simulator; `worker` does not, so its hint must not send the user to a flag it rejects.
+    settings = Settings.from_env({})
+    with pytest.raises(ConfigError) as serve:
+        settings.require_whatsapp(simulator_flag=True)
+    assert "--simulator" in str(serve.value)
+    with pytest.raises(ConfigError) as worker:
+        settings.require_whatsapp()
+    assert "--simulator" not in str(worker.value)
+    assert "WHATSAPP_API_URL" in str(worker.value)
+    assert "\n" not in str(worker.value)
 
 
 def test_repr_hides_secrets() -> None:
