@@ -6,6 +6,10 @@ from typing import Any
 
 from bot.settings import Template
 
+# The announcement template's quick-reply button carries `ack:<delivery id>`: Meta echoes the payload on the
+# tap, so a tap that arrives without `context.id` still names the delivery it acknowledges (WHATSAPP.md §3.3).
+ACK_PAYLOAD_PREFIX = "ack:"
+
 
 def _envelope(to: str, callback_data: str) -> dict[str, Any]:
     return {
@@ -26,7 +30,8 @@ def text_message(*, to: str, text: str, callback_data: str) -> dict[str, Any]:
 def template_message(*, to: str, template: Template, text: str, callback_data: str) -> dict[str, Any]:
     """The approved announcement template with the text as its one body parameter.
 
-    Its quick-reply button is part of the approved template; payload buttons need no parameter.
+    Its quick-reply button (the first button, CONTRACT.md: the acknowledgement) gets the delivery id as its
+    payload, so the tap identifies the delivery even when Meta sends it without `context`.
     """
     return {
         **_envelope(to, callback_data),
@@ -34,6 +39,14 @@ def template_message(*, to: str, template: Template, text: str, callback_data: s
         "template": {
             "name": template.name,
             "language": {"code": template.language},
-            "components": [{"type": "body", "parameters": [{"type": "text", "text": text}]}],
+            "components": [
+                {"type": "body", "parameters": [{"type": "text", "text": text}]},
+                {
+                    "type": "button",
+                    "sub_type": "quick_reply",
+                    "index": "0",
+                    "parameters": [{"type": "payload", "payload": f"{ACK_PAYLOAD_PREFIX}{callback_data}"}],
+                },
+            ],
         },
     }

@@ -22,6 +22,17 @@ def _simulator(state: State) -> Simulator:
     return sim
 
 
+def _quick_reply_payload(body: dict[str, Any]) -> str | None:
+    """The payload a template send gave its quick-reply button; a tap on that button echoes it, like Meta."""
+    template = body.get("template")
+    for component in template.get("components", []) if isinstance(template, dict) else []:
+        if isinstance(component, dict) and component.get("sub_type") == "quick_reply":
+            for parameter in component.get("parameters") or []:
+                if isinstance(parameter, dict) and isinstance(parameter.get("payload"), str):
+                    return str(parameter["payload"])
+    return None
+
+
 def _error(exc: GraphError) -> Response[Any]:
     return Response(exc.envelope(), status_code=exc.status)
 
@@ -69,7 +80,14 @@ async def send_message(
     undeliverable = sim.roll(config.fault_undeliverable)
     if undeliverable:
         sim.stats.faults["undeliverable"] += 1
-    sim.play(wamid, recipient, body.get("biz_opaque_callback_data"), str(body.get("type")), undeliverable)
+    sim.play(
+        wamid,
+        recipient,
+        body.get("biz_opaque_callback_data"),
+        str(body.get("type")),
+        undeliverable,
+        ack_payload=_quick_reply_payload(body),
+    )
     to = body["to"]
     answer = {
         "messaging_product": "whatsapp",

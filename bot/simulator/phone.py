@@ -135,15 +135,28 @@ class Simulator:
         if self.client is not None:
             await self.client.aclose()
 
-    def play(self, wamid: str, recipient: str, callback: str | None, kind: str, undeliverable: bool) -> None:
+    def play(
+        self,
+        wamid: str,
+        recipient: str,
+        callback: str | None,
+        kind: str,
+        undeliverable: bool,
+        *,
+        ack_payload: str | None = None,
+    ) -> None:
         """Act as the recipient's phone for one accepted message, in the background."""
         if not self.config.webhook:
             return
-        task = asyncio.get_running_loop().create_task(self._play(wamid, recipient, callback, kind, undeliverable))
+        task = asyncio.get_running_loop().create_task(
+            self._play(wamid, recipient, callback, kind, undeliverable, ack_payload)
+        )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _play(self, wamid: str, recipient: str, callback: str | None, kind: str, undeliverable: bool) -> None:
+    async def _play(
+        self, wamid: str, recipient: str, callback: str | None, kind: str, undeliverable: bool, ack_payload: str | None
+    ) -> None:
         if undeliverable:
             # The asynchronous variant of 131026: accepted, then a `failed` status (WHATSAPP.md §6.2).
             error = {
@@ -163,9 +176,9 @@ class Simulator:
             if self.roll(self.config.duplicate_rate):
                 await self._post(body)
         await asyncio.sleep(self.config.step_delay_s)
-        await self._reply(wamid, recipient, kind)
+        await self._reply(wamid, recipient, kind, ack_payload)
 
-    async def _reply(self, wamid: str, recipient: str, kind: str) -> None:
+    async def _reply(self, wamid: str, recipient: str, kind: str, ack_payload: str | None) -> None:
         draw = self.rng.random()
         context = {"from": DISPLAY_NUMBER, "id": wamid}
         message: dict[str, Any]
@@ -174,7 +187,11 @@ class Simulator:
         elif draw < self.config.stop_rate + self.config.ack_rate:
             reply = "ack"
             if kind == "template":
-                message = {"context": context, "type": "button", "button": {"payload": "ack", "text": "Got it"}}
+                message = {
+                    "context": context,
+                    "type": "button",
+                    "button": {"payload": ack_payload or "ack", "text": "Got it"},
+                }
             else:
                 message = {"context": context, "type": "text", "text": {"body": "Got it, thanks"}}
         elif draw < self.config.stop_rate + self.config.ack_rate + self.config.reply_rate:

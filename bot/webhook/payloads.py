@@ -1,10 +1,18 @@
-"""Lenient msgspec views of Meta's webhook body: unknown fields allowed, everything optional."""
+"""Lenient msgspec views of Meta's webhook body: unknown fields allowed, everything optional.
+
+Only the envelope is decoded strictly enough to reject a body that is not a webhook at all (400). The
+events inside (`value.messages[]`, `value.statuses[]`, ...) stay plain JSON until the service converts
+them one by one, so one event of a shape we do not expect is stored as it came instead of failing the
+whole body; Meta would otherwise retry that body for a week.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import msgspec
+
+from bot.graph.messages import ACK_PAYLOAD_PREFIX
 
 
 class Context(msgspec.Struct, kw_only=True):
@@ -16,6 +24,8 @@ class Text(msgspec.Struct, kw_only=True):
 
 
 class Button(msgspec.Struct, kw_only=True):
+    """A tap on a template's quick-reply button: `payload` is what the send set for it, `text` its label."""
+
     payload: str | None = None
     text: str | None = None
 
@@ -41,6 +51,48 @@ class Message(msgspec.Struct, kw_only=True):
     button: Button | None = None
     interactive: Interactive | None = None
 
+    @property
+    def _choice(self) -> Reply | None:
+        if self.interactive is None:
+            return None
+        return self.interactive.button_reply or self.interactive.list_reply
+
+    @property
+    def shown_text(self) -> str | None:
+        """What the employee typed or the label of what they tapped: the inbox shows it."""
+        if self.text is not None and self.text.body is not None:
+            return self.text.body
+        if self.button is not None:
+            return self.button.text if self.button.text is not None else self.button.payload
+        choice = self._choice
+        if choice is not None:
+            return choice.title if choice.title is not None else choice.id
+        return None
+
+    @property
+    def words(self) -> list[str]:
+        """Every string the employee chose or typed, label first: STOP/START/HELP may be any of them."""
+        if self.type == "text":
+            return [self.text.body] if self.text is not None and self.text.body is not None else []
+        if self.type == "button" and self.button is not None:
+            return [w for w in (self.button.text, self.button.payload) if w is not None]
+        choice = self._choice if self.type == "interactive" else None
+        if choice is not None:
+            return [w for w in (choice.title, choice.id) if w is not None]
+        return []
+
+    @property
+    def acked_delivery_id(self) -> int | None:
+        """The delivery id an announcement's quick-reply payload carries (`ack:<id>`, set at send time)."""
+        payload = self.button.payload if self.button is not None else None
+        if payload is None and self._choice is not None:
+            payload = self._choice.id
+        if payload is None or not payload.startswith(ACK_PAYLOAD_PREFIX):
+            return None
+        digits = payload.removeprefix(ACK_PAYLOAD_PREFIX)
+        # bigint range: a payload we did not write must not become a database error (500).
+        return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 18 else None
+
 
 class Status(msgspec.Struct, kw_only=True):
     id: str | None = None
@@ -50,15 +102,10 @@ class Status(msgspec.Struct, kw_only=True):
     errors: list[dict[str, Any]] | None = None
 
 
-class Value(msgspec.Struct, kw_only=True):
-    messages: list[dict[str, Any]] | None = None
-    statuses: list[dict[str, Any]] | None = None
-    errors: list[dict[str, Any]] | None = None
-
-
 class Change(msgspec.Struct, kw_only=True):
     field: str | None = None
-    value: dict[str, Any] | None = None
+    # Any: a change whose value is not an object is stored as an unknown event, not refused.
+    value: Any = None
 
 
 class Entry(msgspec.Struct, kw_only=True):

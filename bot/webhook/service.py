@@ -25,13 +25,23 @@ _DEDUP = text(
     "ON CONFLICT (key) DO NOTHING RETURNING id"
 )
 
+# The delivery a message answers: the announcement whose wamid is its `context.id`, else the one its
+# quick-reply payload names (`ack:<id>`), which only counts when that delivery went to this very phone.
 _INBOUND = text(
     """
     INSERT INTO inbound_message (wamid, employer_id, employee_id, from_phone, type, text, context_wamid,
                                  announcement_id, delivery_id, payload)
     SELECT :wamid, e.employer_id, e.id, :phone, :type, :text, :ctx, d.announcement_id, d.id, CAST(:p AS jsonb)
     FROM (SELECT 1) one
-    LEFT JOIN delivery d ON d.wamid = :ctx AND d.kind = 'announcement'
+    LEFT JOIN LATERAL (
+        SELECT x.id, x.announcement_id, x.employer_id FROM delivery x
+        WHERE x.kind = 'announcement'
+          AND (x.wamid = CAST(:ctx AS text)
+               OR (x.id = CAST(:ack AS bigint)
+                   AND x.employee_id IN (SELECT emp.id FROM employee emp WHERE emp.phone = :phone)))
+        ORDER BY x.wamid = CAST(:ctx AS text) DESC NULLS LAST
+        LIMIT 1
+    ) d ON true
     LEFT JOIN LATERAL (
         SELECT emp.id, emp.employer_id FROM employee emp
         LEFT JOIN LATERAL (SELECT max(created_at) AS last FROM delivery x WHERE x.employee_id = emp.id) l ON true
@@ -44,10 +54,20 @@ _INBOUND = text(
     """
 )
 
+# Parts of a `messages` change we read elsewhere or need not keep; anything else in it is stored as an event.
+_KNOWN_VALUE_KEYS = frozenset({"messaging_product", "metadata", "contacts", "messages", "statuses", "errors"})
+
 
 def _hash_key(prefix: str, item: Any) -> str:
     digest = hashlib.sha256(json.dumps(item, sort_keys=True, default=str).encode()).hexdigest()
     return f"{prefix}:{digest}"
+
+
+def _items(value: dict[str, Any], name: str) -> list[Any]:
+    items = value.get(name)
+    if items is None:
+        return []
+    return items if isinstance(items, list) else [items]
 
 
 async def _new(session: AsyncSession, metrics: Metrics, key: str, kind: str, item: Any) -> bool:
@@ -56,54 +76,76 @@ async def _new(session: AsyncSession, metrics: Metrics, key: str, kind: str, ite
     return new
 
 
+def _convert(raw: Any, kind: type[Message] | type[Status]) -> Any:
+    """The typed view of one event, or None when its shape is not one we know (it is still stored)."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return msgspec.convert(raw, kind)
+    except msgspec.ValidationError:
+        return None
+
+
 async def process(session: AsyncSession, metrics: Metrics, envelope: Envelope) -> None:
     for entry in envelope.entry or []:
         for change in entry.changes or []:
-            value = change.value or {}
-            if change.field != "messages":
+            value = change.value
+            if change.field != "messages" or not isinstance(value, dict):
+                # Kinds we do not act on (user_preferences, template updates, ...): kept once, counted.
                 await _new(session, metrics, _hash_key("ev", [change.field, value]), change.field or "unknown", value)
                 continue
-            for raw in value.get("statuses") or []:
-                st = msgspec.convert(raw, Status) if isinstance(raw, dict) else Status()
-                key = f"st:{st.id}:{st.status}" if st.id and st.status else _hash_key("st", raw)
-                if not await _new(session, metrics, key, "status", raw):
-                    continue
-                result = await apply_status(
-                    session,
-                    wamid=st.id,
-                    status=st.status or "",
-                    timestamp=st.timestamp,
-                    callback_data=st.biz_opaque_callback_data,
-                    errors=st.errors,
-                )
-                if result == "unmatched":
-                    log.info("status for an unknown message %s", mask_id(st.id or ""))
-            for raw in value.get("messages") or []:
-                msg = msgspec.convert(raw, Message) if isinstance(raw, dict) else Message()
-                key = f"msg:{msg.id}" if msg.id else _hash_key("msg", raw)
-                if not await _new(session, metrics, key, "message", raw) or not msg.id or not msg.from_:
-                    continue
-                body = msg.text.body if msg.text else (msg.button.text if msg.button else None)
-                row = (
-                    await session.execute(
-                        _INBOUND,
-                        {
-                            "wamid": msg.id,
-                            "phone": from_wa_id(msg.from_),
-                            "type": msg.type or "unknown",
-                            "text": body,
-                            "ctx": msg.context.id if msg.context else None,
-                            "p": json.dumps(raw),
-                        },
-                    )
-                ).first()
-                if row is not None:
-                    await _interpret(session, msg, phone=from_wa_id(msg.from_), text_=body, row=row)
-            for raw in value.get("errors") or []:
+            for raw in _items(value, "statuses"):
+                await _status(session, metrics, raw)
+            for raw in _items(value, "messages"):
+                await _message(session, metrics, raw)
+            for raw in _items(value, "errors"):
                 await _new(session, metrics, _hash_key("err", raw), "error", raw)
+            for name in sorted(value.keys() - _KNOWN_VALUE_KEYS):
+                await _new(session, metrics, _hash_key("ev", [name, value[name]]), f"messages.{name}", value[name])
 
 
-STOP_WORDS = {"STOP", "UNSUBSCRIBE"}
+async def _status(session: AsyncSession, metrics: Metrics, raw: Any) -> None:
+    st: Status | None = _convert(raw, Status)
+    key = f"st:{st.id}:{st.status}" if st is not None and st.id and st.status else _hash_key("st", raw)
+    if not await _new(session, metrics, key, "status", raw) or st is None:
+        return
+    result = await apply_status(
+        session,
+        wamid=st.id,
+        status=st.status or "",
+        timestamp=st.timestamp,
+        callback_data=st.biz_opaque_callback_data,
+        errors=st.errors,
+    )
+    if result == "unmatched":
+        log.info("status for an unknown message %s", mask_id(st.id or ""))
+
+
+async def _message(session: AsyncSession, metrics: Metrics, raw: Any) -> None:
+    msg: Message | None = _convert(raw, Message)
+    key = f"msg:{msg.id}" if msg is not None and msg.id else _hash_key("msg", raw)
+    if not await _new(session, metrics, key, "message", raw) or msg is None or not msg.id or not msg.from_:
+        return
+    phone = from_wa_id(msg.from_)
+    row = (
+        await session.execute(
+            _INBOUND,
+            {
+                "wamid": msg.id,
+                "phone": phone,
+                "type": msg.type or "unknown",
+                "text": msg.shown_text,
+                "ctx": msg.context.id if msg.context else None,
+                "ack": msg.acked_delivery_id,
+                "p": json.dumps(raw),
+            },
+        )
+    ).first()
+    if row is not None:
+        await _interpret(session, msg, phone=phone, row=row)
+
+
+STOP_WORDS = frozenset({"STOP", "UNSUBSCRIBE"})
 REPLIES = {
     "stop": "You will no longer receive announcements. Reply START to subscribe again.",
     "start": "You are subscribed to announcements again. Reply STOP to unsubscribe.",
@@ -111,15 +153,26 @@ REPLIES = {
 }
 
 
-async def _interpret(session: AsyncSession, msg: Message, *, phone: str, text_: str | None, row: Any) -> None:
+def keyword(msg: Message) -> str | None:
+    """`stop`, `start` or `help` when the employee typed (or tapped a button saying) exactly that word."""
+    for word in msg.words:
+        normal = word.strip().upper()
+        if normal in STOP_WORDS:
+            return "stop"
+        if normal in ("START", "HELP"):
+            return normal.lower()
+    return None
+
+
+async def _interpret(session: AsyncSession, msg: Message, *, phone: str, row: Any) -> None:
     employer_id, employee_id, delivery_id = row
     if delivery_id is not None:
         # A tap or any reply whose context is one of our announcements acknowledges it.
         await acknowledge(session, delivery_id)
-    word = (text_ or "").strip().upper() if msg.type == "text" else ""
-    action = "stop" if word in STOP_WORDS else word.lower() if word in ("START", "HELP") else None
+    action = keyword(msg)
     if action is None or employee_id is None:
         return
+    # One person may work for several employers: STOP and START apply to every one of them.
     if action == "stop":
         await session.execute(
             text(

@@ -243,6 +243,27 @@ async def test_template_ack_is_a_button_tap_and_stop_is_text() -> None:
     assert receiver.messages()[0]["text"]["body"] == "STOP"
 
 
+async def test_template_tap_echoes_the_quick_reply_payload_the_send_set() -> None:
+    # Like Meta: the tap carries the payload the send gave the button (the bot puts the delivery id there).
+    receiver = Receiver()
+    button = {
+        "type": "button",
+        "sub_type": "quick_reply",
+        "index": "0",
+        "parameters": [{"type": "payload", "payload": "ack:42"}],
+    }
+    template = {
+        "messaging_product": "whatsapp", "to": "+27820000001", "type": "template",
+        "template": {"name": "n", "language": {"code": "en"},
+                     "components": [{"type": "body", "parameters": [{"type": "text", "text": "Hi"}]}, button]},
+    }  # fmt: skip
+    async with simulator(receiver, ack_rate=1.0) as client:
+        assert (await client.post(URL, json=template, headers=AUTH)).status_code == 200
+        await poll(lambda: len(receiver.messages()) == 1)
+    [tap] = receiver.messages()
+    assert tap["button"] == {"payload": "ack:42", "text": "Got it"}
+
+
 async def test_non_200_webhook_answers_are_retried() -> None:
     receiver = Receiver(fail_first=2)
     async with simulator(receiver, ack_rate=0.0, reply_rate=0.0, callback_backoff_s=0.01) as client:

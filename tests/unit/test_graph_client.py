@@ -88,7 +88,16 @@ async def test_announcement_with_template_puts_the_text_in_the_body_parameter() 
         "template": {
             "name": "staff_notice",
             "language": {"code": "en_US"},
-            "components": [{"type": "body", "parameters": [{"type": "text", "text": "Payday moved to Friday"}]}],
+            "components": [
+                {"type": "body", "parameters": [{"type": "text", "text": "Payday moved to Friday"}]},
+                # The quick-reply payload names the delivery, so a tap without context.id still acknowledges it.
+                {
+                    "type": "button",
+                    "sub_type": "quick_reply",
+                    "index": "0",
+                    "parameters": [{"type": "payload", "payload": "ack:7"}],
+                },
+            ],
         },
         "biz_opaque_callback_data": "7",
     }
