@@ -30,6 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shuffle", action="store_true", help="post some status callbacks out of order")
     parser.add_argument("--seed", type=int, help="make the random choices reproducible")
     parser.add_argument("--timeout-hold", type=float, default=30.0, help="seconds a --fault-timeout answer is held")
+    parser.add_argument(
+        "--status-delay",
+        type=float,
+        default=0.05,
+        metavar="SECONDS",
+        help="pause before each status callback (default 0.05); longer than the sender's JEM_GRAPH_TIMEOUT, "
+        "a timed-out send becomes `unknown` before its `sent` status resolves it",
+    )
     for flag, default, meaning in RATES:
         parser.add_argument(
             flag, type=float, default=default, metavar="RATE", help=f"{meaning} (0..1, default {default})"
@@ -43,6 +51,8 @@ def config_from_args(settings: Settings, args: argparse.Namespace) -> SimulatorC
             raise ConfigError(f"--{name.replace('_', '-')} must be a rate between 0 and 1, got {value}")
     if args.latency_ms < 0:
         raise ConfigError(f"--latency-ms must not be negative, got {args.latency_ms}")
+    if not 0 <= args.status_delay <= 3600:
+        raise ConfigError(f"--status-delay must be 0-3600 seconds, got {args.status_delay}")
     secret = args.app_secret or (settings.whatsapp_app_secrets[0] if settings.whatsapp_app_secrets else "")
     if args.webhook and not secret:
         raise ConfigError("callbacks must be signed: pass --app-secret or set WHATSAPP_APP_SECRET")
@@ -55,6 +65,7 @@ def config_from_args(settings: Settings, args: argparse.Namespace) -> SimulatorC
         shuffle=args.shuffle,
         seed=args.seed,
         timeout_hold_s=args.timeout_hold,
+        step_delay_s=args.status_delay,
         **rates,
     )
 

@@ -64,6 +64,12 @@ def test_cli_defaults_the_secret_to_the_environment() -> None:
     config = config_from_args(settings, parse("--webhook", "http://x/webhooks/whatsapp", "--ack-rate", "0.5"))
     assert config.app_secret == "env-secret"
     assert config.ack_rate == 0.5
+    assert config.step_delay_s == 0.05
+
+
+def test_cli_status_delay_sets_the_pause_before_each_status() -> None:
+    config = config_from_args(Settings(), parse("--status-delay", "1.5"))
+    assert config.step_delay_s == 1.5
 
 
 @pytest.mark.parametrize(
@@ -71,6 +77,8 @@ def test_cli_defaults_the_secret_to_the_environment() -> None:
     [
         (("--fault-5xx", "1.5"), "--fault-5xx"),
         (("--latency-ms", "-1"), "--latency-ms"),
+        (("--status-delay", "-0.1"), "--status-delay"),
+        (("--status-delay", "nan"), "--status-delay"),
         (("--webhook", "http://x/hook"), "--app-secret"),
         (("--webhook", "ftp://x", "--app-secret", "s"), "--webhook"),
     ],
