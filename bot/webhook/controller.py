@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.errors import BadRequestError, PayloadTooLargeError, UnauthorizedError
 from bot.webhook import service
-from bot.webhook.payloads import Envelope
+from bot.webhook.payloads import decode_envelope
 from bot.webhook.signature import verify
 
 MAX_WEBHOOK_BYTES = 4 * 1024 * 1024
@@ -70,7 +70,7 @@ class WebhookController(Controller):
             if not ok:
                 raise ForbiddenError("X-Hub-Signature-256 does not match the body")
             try:
-                envelope = msgspec.json.decode(body, type=Envelope)
+                envelope = decode_envelope(body)
             except msgspec.DecodeError as exc:
                 raise BadRequestError(f"body is not a WhatsApp webhook JSON object: {exc}") from None
             await service.process(db_session, metrics, envelope)

@@ -115,3 +115,25 @@ class Entry(msgspec.Struct, kw_only=True):
 class Envelope(msgspec.Struct, kw_only=True):
     object: str | None = None
     entry: list[Entry] | None = None
+
+
+def decode_envelope(body: bytes) -> Envelope:
+    """The webhook body, or msgspec.DecodeError when it is not a JSON webhook object.
+
+    PostgreSQL cannot store U+0000 in text or jsonb; a message containing it (escaped as \\u0000, the only way
+    JSON can carry it) would make the whole body fail to store, and Meta would retry it for a week. Such
+    characters become U+FFFD, the replacement character; every other body takes the direct typed decode.
+    """
+    if b"\\u0000" not in body:
+        return msgspec.json.decode(body, type=Envelope)
+    return msgspec.convert(_without_nul(msgspec.json.decode(body)), Envelope)
+
+
+def _without_nul(item: Any) -> Any:
+    if isinstance(item, str):
+        return item.replace("\x00", "\ufffd")
+    if isinstance(item, list):
+        return [_without_nul(x) for x in item]
+    if isinstance(item, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in item.items()}
+    return item

@@ -572,3 +572,19 @@ async def test_redelivery_within_eight_days_is_a_duplicate_and_keys_are_purged_a
     await age(timedelta(days=8, minutes=1))
     assert await purge_webhook_events(db) == 1
     assert await _stored(db) == (0, 1)  # the message itself stays in the inbox; only its dedup key went
+
+
+async def test_a_nul_character_is_stored_as_a_replacement_character_not_refused(
+    client: AsyncTestClient[Litestar], db: async_sessionmaker[AsyncSession]
+) -> None:
+    # PostgreSQL refuses U+0000 in text and jsonb; refusing the body would make Meta retry it for a week.
+    message = _inbound_text("wamid.NUL", "a\u0000b")
+    assert b"\\u0000" in message
+    other = json.dumps({"entry": [{"changes": [{"field": "x\u0000", "value": {"k\u0000": "\u0000"}}]}]}).encode()
+    for body in (message, other):
+        assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
+    async with db() as s:
+        assert (await s.execute(text("SELECT text FROM inbound_message"))).scalar_one() == "a\ufffdb"
+        assert (await s.execute(text("SELECT kind FROM webhook_event WHERE kind <> 'message'"))).scalar_one() == (
+            "x\ufffd"
+        )

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from bot.webhook.payloads import Envelope, Message, Status
+from bot.webhook.payloads import Envelope, Message, Status, decode_envelope
 from bot.webhook.service import keyword
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "whatsapp-payloads"
@@ -205,3 +205,17 @@ def test_keywords_on_buttons_and_interactive_replies() -> None:
     # A caption is not a message to us: an image captioned "STOP" is kept for the inbox only.
     image = msgspec.convert({"id": "w", "type": "image", "image": {"caption": "STOP"}}, Message)
     assert keyword(image) is None
+
+
+def test_nul_characters_become_replacement_characters() -> None:
+    body = json.dumps({"entry": [{"changes": [{"field": "f\u0000", "value": {"k\u0000": ["\u0000", 1, None]}}]}]})
+    envelope = decode_envelope(body.encode())
+    assert envelope.entry is not None
+    [change] = envelope.entry[0].changes or []
+    assert (change.field, change.value) == ("f\ufffd", {"k\ufffd": ["\ufffd", 1, None]})
+    # An escaped backslash followed by "u0000" is text, not a NUL: left as it is.
+    literal = decode_envelope(b'{"entry": [{"changes": [{"field": "a\\\\u0000"}]}]}')
+    assert literal.entry is not None
+    assert (literal.entry[0].changes or [])[0].field == "a\\u0000"
+    with pytest.raises(msgspec.DecodeError):
+        decode_envelope(b'{"entry": "x", "y": "\\u0000"}')
