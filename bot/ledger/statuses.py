@@ -39,6 +39,13 @@ _APPLY = text(
 )
 
 
+def _delivery_id(callback_data: str | None) -> int | None:
+    """Our tracker is the delivery id; anything else (another app's data on the same number) matches nothing."""
+    if callback_data and callback_data.isascii() and callback_data.isdigit() and len(callback_data) <= 18:
+        return int(callback_data)
+    return None
+
+
 def _ts(raw: str | None) -> datetime:
     try:
         return datetime.fromtimestamp(int(raw or ""), UTC)
@@ -61,17 +68,20 @@ async def apply_status(
     row_id = None
     if wamid:
         row_id = (await session.execute(text("SELECT id FROM delivery WHERE wamid = :w"), {"w": wamid})).scalar()
-    if row_id is None and callback_data and callback_data.isdigit():
+    delivery_id = _delivery_id(callback_data)
+    if row_id is None and delivery_id is not None:
         row_id = (
             await session.execute(
                 text("SELECT id FROM delivery WHERE id = :i AND (wamid IS NULL OR wamid = :w)"),
-                {"i": int(callback_data), "w": wamid},
+                {"i": delivery_id, "w": wamid},
             )
         ).scalar()
     if row_id is None:
         return "unmatched"
     first = (errors or [{}])[0] if errors else {}
-    code = first.get("code") if isinstance(first.get("code"), int) else None
+    code = first.get("code")
+    # error_code is an int4: a code outside it (not Meta's) must not turn the whole webhook into an error.
+    code = code if isinstance(code, int) and not isinstance(code, bool) and 0 <= code < 2**31 else None
     title = first.get("title") if isinstance(first.get("title"), str) else None
     await session.execute(
         _APPLY,

@@ -588,3 +588,20 @@ async def test_a_nul_character_is_stored_as_a_replacement_character_not_refused(
         assert (await s.execute(text("SELECT kind FROM webhook_event WHERE kind <> 'message'"))).scalar_one() == (
             "x\ufffd"
         )
+
+
+async def test_trackers_and_error_codes_we_did_not_write_never_fail_the_body(
+    client: AsyncTestClient[Litestar], db: async_sessionmaker[AsyncSession], tenant: Tenant
+) -> None:
+    # Other apps on the same number may send their own biz_opaque_callback_data; Meta's codes may grow.
+    did = await _delivery(db, tenant, "unknown", None)
+    for i, callback in enumerate(["²", "١", "9" * 30, "-1", f"{did}.0"]):
+        body = _status(f"wamid.X{i}", "delivered", 1760000000, callback)
+        assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200, callback
+    failed = json.loads(_status("wamid.Y", "failed", 1760000000, str(did)))
+    failed["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"] = [{"code": 2**40, "title": "New"}]
+    body = json.dumps(failed).encode()
+    assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
+    async with db() as s:
+        row = (await s.execute(text("SELECT status, wamid, error_code FROM delivery WHERE id = :i"), {"i": did})).one()
+    assert tuple(row) == ("failed", "wamid.Y", None)
