@@ -10,7 +10,24 @@ _SENT = text(
     "UPDATE delivery SET status='sent', wamid=COALESCE(wamid, :w), sent_at=now() "
     "WHERE id=:id AND status='sending' AND claimed_by=:me"
 )
-_WAMID_ONLY = text("UPDATE delivery SET wamid=:w WHERE id=:id AND wamid IS NULL")
+# A row another worker is sending (ours was reaped, then resent) is that worker's to record.
+_WAMID_ONLY = text("UPDATE delivery SET wamid=:w WHERE id=:id AND wamid IS NULL AND status <> 'sending'")
+# Many sends in one statement, each row guarded exactly like _SENT, then _WAMID_ONLY for the rest: rows a status
+# callback (or the reaper) moved on keep their status and only get the wamid. Rows the first UPDATE changed are
+# excluded from the second by `sent`, because one statement may not update a row twice.
+_SENT_MANY = text(
+    """
+WITH v AS (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:wamids AS text[])) AS v(id, wamid)),
+sent AS (
+  UPDATE delivery d SET status='sent', wamid=COALESCE(d.wamid, v.wamid), sent_at=now(), updated_at=now()
+  FROM v WHERE d.id = v.id AND d.status='sending' AND d.claimed_by=:me
+  RETURNING d.id
+)
+UPDATE delivery d SET wamid = v.wamid FROM v
+WHERE d.id = v.id AND d.wamid IS NULL AND v.wamid IS NOT NULL AND d.status <> 'sending'
+  AND d.id NOT IN (SELECT id FROM sent)
+"""
+)
 _CANCELLED = text(
     "UPDATE delivery SET status='cancelled', cancelled_at=now() "
     "WHERE id=:id AND status='sending' AND claimed_by=:me "
@@ -40,6 +57,15 @@ async def record_sent(sm: async_sessionmaker[AsyncSession], *, id: int, me: str,
     if n == 0 and wamid:
         # A status callback already advanced the row: keep its status, only fill the wamid.
         await _run(sm, _WAMID_ONLY, {"id": id, "w": wamid})
+
+
+async def record_sent_many(sm: async_sessionmaker[AsyncSession], *, me: str, sent: list[tuple[int, str]]) -> None:
+    """`record_sent` for a batch of (delivery id, wamid): one short transaction instead of one per send."""
+    if not sent:
+        return
+    ids, wamids = [i for i, _ in sent], [w for _, w in sent]
+    async with sm() as s, s.begin():
+        await s.execute(_SENT_MANY, {"ids": ids, "wamids": wamids, "me": me})
 
 
 async def record_retry(
