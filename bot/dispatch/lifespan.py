@@ -16,7 +16,8 @@ def dispatcher_lifespan(settings: Settings) -> Callable[[Any], AbstractAsyncCont
         from bot.dispatch.dispatcher import Dispatcher
         from bot.graph.client import GraphClient, make_http_client
 
-        http = make_http_client(settings)
+        # One connection per send in flight: fewer would queue sends behind each other in the pool.
+        http = make_http_client(settings, max_in_flight=settings.dispatcher_concurrency)
         graph = GraphClient(
             http,
             api_url=settings.whatsapp_api_url,
