@@ -20,7 +20,9 @@ META_STATUSES = ("sent", "delivered", "read", "failed")
 _RANK_SQL = "CASE status WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 WHEN 'failed' THEN 4 ELSE 0 END"
 
 _APPLY = text(
-    # RANK_OF is replaced by the constant _RANK_SQL; every value is a bound parameter.
+    # RANK_OF is replaced by the constant _RANK_SQL; every value is a bound parameter. The row is ours by its
+    # wamid, else by the delivery id we sent as biz_opaque_callback_data while its wamid is not known (an
+    # `unknown` send): one statement, because a batched webhook runs this once per status.
     """
     UPDATE delivery SET
       wamid = COALESCE(wamid, :wamid),
@@ -33,7 +35,11 @@ _APPLY = text(
       error_code = CASE WHEN :status = 'failed' AND RANK_OF < :rank THEN :code ELSE error_code END,
       error_title = CASE WHEN :status = 'failed' AND RANK_OF < :rank THEN :title ELSE error_title END,
       updated_at = now()
-    WHERE id = :id AND status NOT IN ('cancelled', 'skipped')
+    WHERE id = COALESCE(
+            (SELECT x.id FROM delivery x WHERE x.wamid = CAST(:wamid AS text)),
+            (SELECT x.id FROM delivery x
+             WHERE x.id = CAST(:delivery_id AS bigint) AND (x.wamid IS NULL OR x.wamid = CAST(:wamid AS text))))
+      AND status NOT IN ('cancelled', 'skipped')
     RETURNING status
     """.replace("RANK_OF", _RANK_SQL)
 )
@@ -62,31 +68,21 @@ async def apply_status(
     callback_data: str | None,
     errors: list[dict[str, Any]] | None,
 ) -> str:
-    """Returns 'applied', 'ignored' (played/unknown status) or 'unmatched'."""
+    """Returns 'applied', 'ignored' (played/unknown status) or 'unmatched' (not ours, or never sent)."""
     if status not in META_STATUSES:
         return "ignored"
-    row_id = None
-    if wamid:
-        row_id = (await session.execute(text("SELECT id FROM delivery WHERE wamid = :w"), {"w": wamid})).scalar()
     delivery_id = _delivery_id(callback_data)
-    if row_id is None and delivery_id is not None:
-        row_id = (
-            await session.execute(
-                text("SELECT id FROM delivery WHERE id = :i AND (wamid IS NULL OR wamid = :w)"),
-                {"i": delivery_id, "w": wamid},
-            )
-        ).scalar()
-    if row_id is None:
+    if not wamid and delivery_id is None:
         return "unmatched"
     first = (errors or [{}])[0] if errors else {}
     code = first.get("code")
     # error_code is an int4: a code outside it (not Meta's) must not turn the whole webhook into an error.
     code = code if isinstance(code, int) and not isinstance(code, bool) and 0 <= code < 2**31 else None
     title = first.get("title") if isinstance(first.get("title"), str) else None
-    await session.execute(
+    row = await session.execute(
         _APPLY,
         {
-            "id": row_id,
+            "delivery_id": delivery_id,
             "wamid": wamid,
             "status": status,
             "rank": RANK[status],
@@ -95,4 +91,4 @@ async def apply_status(
             "title": title,
         },
     )
-    return "applied"
+    return "applied" if row.first() is not None else "unmatched"
