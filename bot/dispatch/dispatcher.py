@@ -29,6 +29,8 @@ OUTCOME_BATCH = 500
 PAUSE_SECONDS = 60.0
 # Meta's pair rate: about one message every 6 s to the same recipient (WHATSAPP.md §6.3).
 PAIR_RATE_MIN_DELAY = 6.0
+# The loop retries a failed step (the database is down) after the poll interval, doubling up to this.
+MAX_LOOP_RETRY = 30.0
 
 
 class _SentWriter:
@@ -152,20 +154,34 @@ class Dispatcher:
     async def run(self) -> None:
         await reaper.heartbeat(self._sm, me=self.worker_id)
         self._last_beat = time.monotonic()
+        retry_in = self._settings.dispatcher_poll_interval
         try:
             while not self._stop.is_set():
-                if time.monotonic() >= self._next_housekeeping:
-                    await self._housekeeping()
-                if self._concurrency - self._in_flight < self._min_room:
-                    await self._sleep(self._settings.dispatcher_poll_interval, for_slot=True)
-                    continue
-                _, pause = await self._claim()
-                if pause > 0:
-                    await self._sleep(pause)
+                try:
+                    await self._step()
+                except Exception:
+                    # A database blip must not end the loop: inside `serve` nobody would notice, and every
+                    # announcement would wait forever. Sends already claimed carry on meanwhile.
+                    log.exception("dispatcher %s: loop failed; retrying in %.1f s", self.worker_id, retry_in)
+                    self._next_housekeeping = time.monotonic() + retry_in
+                    await self._sleep(retry_in)
+                    retry_in = min(retry_in * 2, MAX_LOOP_RETRY)
+                else:
+                    retry_in = self._settings.dispatcher_poll_interval
             await self.drain()
             await completion.complete_finished(self._sm)
         finally:
             await reaper.stopped(self._sm, me=self.worker_id)
+
+    async def _step(self) -> None:
+        if time.monotonic() >= self._next_housekeeping:
+            await self._housekeeping()
+        if self._concurrency - self._in_flight < self._min_room:
+            await self._sleep(self._settings.dispatcher_poll_interval, for_slot=True)
+            return
+        _, pause = await self._claim()
+        if pause > 0:
+            await self._sleep(pause)
 
     async def _housekeeping(self) -> None:
         # Announcement-level work, cheap to delay by a poll interval; run per claim (dozens a second) it cost

@@ -404,3 +404,48 @@ async def test_batched_sent_outcomes_are_guarded_by_status_and_claimer(db: Db, t
         2: ("delivered", "wamid.2", False),  # a status callback got there first: status kept, wamid filled in
         3: ("unknown", "wamid.3", False),  # reaped meanwhile: stays unknown, the wamid is the evidence
     }
+
+
+async def heartbeats(db: Db, worker_id: str) -> int:
+    async with db() as s:
+        return int((await s.execute(text("SELECT count(*) FROM worker WHERE id = :w"), {"w": worker_id})).scalar_one())
+
+
+class FlakySessions:
+    """A sessionmaker that raises like an unreachable database while ``broken`` is set."""
+
+    def __init__(self, sessionmaker: Db) -> None:
+        self._sessionmaker = sessionmaker
+        self.broken = False
+        self.failures = 0
+
+    def __call__(self) -> AsyncSession:
+        if self.broken:
+            self.failures += 1
+            raise ConnectionRefusedError("the database is restarting")
+        return self._sessionmaker()
+
+
+async def test_a_database_outage_does_not_end_the_dispatch_loop(
+    db: Db, tenant: Tenant, settings: Settings, stub: GraphStub, graph: GraphClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = FlakySessions(db)
+    d = Dispatcher(settings.replace(dispatcher_poll_interval=0.05), flaky, graph, worker_id="w1")  # type: ignore[arg-type]
+    task = asyncio.create_task(d.run())
+    try:
+        deadline = time.monotonic() + 10
+        while not await heartbeats(db, "w1"):  # the loop is past its start-up
+            assert time.monotonic() < deadline
+            assert not task.done()
+            await asyncio.sleep(0.01)
+        flaky.broken = True
+        await seed(db, tenant.employer_id, 20)  # written directly: only the dispatcher's database is down
+        await wait_until(lambda: flaky.failures >= 3 or task.done(), "the loop has failed a few times")
+        assert not task.done()
+        flaky.broken = False
+        await wait_until(lambda: len(stub.requests) == 20 or task.done(), "everything is sent after the outage")
+    finally:
+        d.stop()
+        await asyncio.wait_for(task, timeout=10)
+    assert await statuses(db) == Counter({"sent": 20})
+    assert "loop failed; retrying" in caplog.text
