@@ -6,16 +6,10 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 # Every write is guarded by (status='sending', claimed_by=me): a row the reaper or a webhook moved on is left alone.
+# Sent: many sends in one statement. Rows a status callback (or the reaper) moved on keep their status and only get
+# the wamid, as evidence; a row another worker is sending (ours was reaped, then resent) is that worker's to record.
+# Rows the first UPDATE changed are excluded from the second by `sent`: one statement may not update a row twice.
 _SENT = text(
-    "UPDATE delivery SET status='sent', wamid=COALESCE(wamid, :w), sent_at=now() "
-    "WHERE id=:id AND status='sending' AND claimed_by=:me"
-)
-# A row another worker is sending (ours was reaped, then resent) is that worker's to record.
-_WAMID_ONLY = text("UPDATE delivery SET wamid=:w WHERE id=:id AND wamid IS NULL AND status <> 'sending'")
-# Many sends in one statement, each row guarded exactly like _SENT, then _WAMID_ONLY for the rest: rows a status
-# callback (or the reaper) moved on keep their status and only get the wamid. Rows the first UPDATE changed are
-# excluded from the second by `sent`, because one statement may not update a row twice.
-_SENT_MANY = text(
     """
 WITH v AS (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:wamids AS text[])) AS v(id, wamid)),
 sent AS (
@@ -53,19 +47,18 @@ async def _run(sm: async_sessionmaker[AsyncSession], stmt: TextClause, params: d
 
 
 async def record_sent(sm: async_sessionmaker[AsyncSession], *, id: int, me: str, wamid: str | None) -> None:
-    n = await _run(sm, _SENT, {"id": id, "me": me, "w": wamid})
-    if n == 0 and wamid:
-        # A status callback already advanced the row: keep its status, only fill the wamid.
-        await _run(sm, _WAMID_ONLY, {"id": id, "w": wamid})
+    await record_sent_many(sm, me=me, sent=[(id, wamid)])
 
 
-async def record_sent_many(sm: async_sessionmaker[AsyncSession], *, me: str, sent: list[tuple[int, str]]) -> None:
-    """`record_sent` for a batch of (delivery id, wamid): one short transaction instead of one per send."""
+async def record_sent_many(
+    sm: async_sessionmaker[AsyncSession], *, me: str, sent: list[tuple[int, str | None]]
+) -> None:
+    """Record a batch of (delivery id, wamid) Meta accepted: one short transaction instead of one per send."""
     if not sent:
         return
     ids, wamids = [i for i, _ in sent], [w for _, w in sent]
     async with sm() as s, s.begin():
-        await s.execute(_SENT_MANY, {"ids": ids, "wamids": wamids, "me": me})
+        await s.execute(_SENT, {"ids": ids, "wamids": wamids, "me": me})
 
 
 async def record_retry(
