@@ -93,4 +93,7 @@ def create_app(
             security=[{"BearerToken": []}],
         ),
         debug=False,
+        # Litestar's default logging config replaces the root handlers at startup with its own, unmasked
+        # format: phone numbers and wamids in our log lines would reach the log. `bot.logs` owns logging.
+        logging_config=None,
     )
