@@ -88,7 +88,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     serve.add_argument("--simulator", action="store_true", help="send to the built-in WhatsApp simulator")
 
     worker = sub.add_parser("worker", help="run the dispatcher only (any number, on any number of machines)")
-    worker.add_argument("--concurrency", type=int, default=None, help="Graph requests in flight (default 100)")
+    worker.add_argument("--concurrency", type=int, default=None, help="Graph requests in flight (default 200)")
 
     employer = sub.add_parser("employer", help="manage employers").add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=_Parser

@@ -153,6 +153,10 @@ class Dispatcher:
 
     async def run(self) -> None:
         await reaper.heartbeat(self._sm, me=self.worker_id)
+        log.info(
+            "dispatcher %s started: %d sends in flight at most, %g msg/s shared by all dispatchers",
+            self.worker_id, self._concurrency, self._settings.send_rate,
+        )  # fmt: skip
         self._last_beat = time.monotonic()
         retry_in = self._settings.dispatcher_poll_interval
         try:
@@ -172,6 +176,7 @@ class Dispatcher:
             await completion.complete_finished(self._sm)
         finally:
             await reaper.stopped(self._sm, me=self.worker_id)
+            log.info("dispatcher %s stopped after %d sends", self.worker_id, self._sent)
 
     async def _step(self) -> None:
         if time.monotonic() >= self._next_housekeeping:
@@ -297,7 +302,9 @@ class Dispatcher:
             await outcome.record_failed(sm, id=row.id, me=me, code=exc.code, title=exc.title)
             self._count("failed")
             return
-        except AmbiguousError:
+        except AmbiguousError as exc:
+            # The operator sees `unknown` in the ledger; the log says why (no phone, no wamid in the title).
+            log.warning("delivery %s: %s; marked unknown, never resent automatically", row.id, exc.title)
             await outcome.record_unknown(sm, id=row.id, me=me)
             self._count("unknown")
             return

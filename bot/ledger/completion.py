@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+log = logging.getLogger(__name__)
 
 
 async def complete_finished(sm: async_sessionmaker[AsyncSession]) -> int:
@@ -11,6 +15,10 @@ async def complete_finished(sm: async_sessionmaker[AsyncSession]) -> int:
         res = await s.execute(
             text("""UPDATE announcement a SET status='completed', completed_at=now()
             WHERE a.status='dispatching' AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.announcement_id=a.id
-              AND d.status IN ('pending','sending'))""")
+              AND d.status IN ('pending','sending'))
+            RETURNING a.id""")
         )
-        return int(res.rowcount or 0)  # type: ignore[attr-defined]
+        ids = [row[0] for row in res.all()]
+    for aid in ids:
+        log.info("announcement %s: completed", aid)
+    return len(ids)

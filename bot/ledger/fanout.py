@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+log = logging.getLogger(__name__)
 
 _DUE = text("SELECT id FROM announcement WHERE status='scheduled' AND send_at <= now() ORDER BY send_at, id LIMIT :n")
 _LOCK = text(
@@ -41,7 +45,7 @@ async def fan_out_due(sessionmaker: async_sessionmaker[AsyncSession], *, limit: 
             if row is None:  # another dispatcher has it, or it was cancelled meanwhile
                 continue
             aud = row.audience or {}
-            await s.execute(
+            inserted = await s.execute(
                 _INSERT,
                 {
                     "aid": aid,
@@ -53,4 +57,6 @@ async def fan_out_due(sessionmaker: async_sessionmaker[AsyncSession], *, limit: 
             )
             await s.execute(_DISPATCHING, {"id": aid})
             done += 1
+        # After commit: an operator watching the log learns the audience was frozen, and how large it was.
+        log.info("announcement %s: dispatching; audience of %d frozen into the ledger", aid, inserted.rowcount)  # type: ignore[attr-defined]
     return done
