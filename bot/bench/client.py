@@ -13,12 +13,12 @@ import argparse
 import asyncio
 import json
 import select
-import statistics
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 
+from bot.bench.common import int_list, percentile
 from bot.graph.client import GraphClient, http_limits, make_http_client
 from bot.graph.errors import GraphError
 from bot.graph.transport import FAST_TRANSPORT, TRANSPORTS
@@ -48,7 +48,7 @@ class RunResult:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=int, default=5_000, help="sends per run (default 5000)")
     parser.add_argument(
-        "--concurrency", type=_int_list, default=[150], help="requests in flight; a comma list runs each (default 150)"
+        "--concurrency", type=int_list, default=[150], help="requests in flight; a comma list runs each (default 150)"
     )
     parser.add_argument("--latency-ms", type=float, default=100.0, help="fake Graph answer delay (default 100)")
     parser.add_argument(
@@ -162,8 +162,8 @@ async def _measure(
         errors=lanes.errors,
         seconds=round(seconds, 3),
         msg_per_s=round(len(latencies) / seconds, 1) if seconds > 0 else 0.0,
-        p50_ms=round(_percentile(latencies, 0.50) * 1000, 1),
-        p99_ms=round(_percentile(latencies, 0.99) * 1000, 1),
+        p50_ms=round(percentile(latencies, 0.50) * 1000, 1),
+        p99_ms=round(percentile(latencies, 0.99) * 1000, 1),
         cpu_us_per_msg=round(cpu / lanes.started * 1e6, 1) if lanes.started else 0.0,
         timed_out=lanes.started < requests,
     )
@@ -196,14 +196,6 @@ class _Lanes:
                 self.errors += 1
                 continue
             self.latencies.append(time.perf_counter() - t0)
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    return statistics.quantiles(sorted_values, n=100, method="inclusive")[max(0, min(98, round(q * 100) - 1))]
 
 
 _COLUMNS = (
@@ -239,16 +231,6 @@ def _row(r: RunResult) -> str:
         r.cpu_us_per_msg,
     )
     return "  ".join(f"{v!s:>13}" for v in values)
-
-
-def _int_list(raw: str) -> list[int]:
-    try:
-        values = [int(part) for part in raw.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {raw!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
 
 
 # --- the fake Graph server process ---------------------------------------------------------------------

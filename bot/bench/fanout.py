@@ -37,8 +37,6 @@ import json
 import os
 import secrets
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,6 +49,7 @@ from typing import IO, Any
 from sqlalchemy import NullPool, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.bench.common import free_port, last_line, percentile, terminate
 from bot.settings import Settings
 
 MAX_EMPLOYEES = 1_000_000
@@ -340,14 +339,6 @@ def busiest_second(times: list[float]) -> int:
     return best
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    return statistics.quantiles(sorted_values, n=100, method="inclusive")[max(0, min(98, round(q * 100) - 1))]
-
-
 def format_table(r: FanoutResult) -> str:
     rows = [
         ("sustained msg/s", f"{r.sustained_msg_per_s}", "sends between the 10th and 90th percentile send times"),
@@ -379,13 +370,6 @@ def format_table(r: FanoutResult) -> str:
 # --- the simulator and the workers -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _bench_env() -> dict[str, str]:
     # The children get everything they need as arguments; a user's WhatsApp or database settings must not leak
     # into a process that sends (to the simulator) or writes (to the bench database).
@@ -411,7 +395,7 @@ class SimulatorProcess:
 
         from bot.cli import CommandFailedError
 
-        port = _free_port()
+        port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         self._log = tempfile.TemporaryFile()
         self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no user input
@@ -424,7 +408,7 @@ class SimulatorProcess:
         deadline = time.monotonic() + self._startup_timeout
         while True:
             if self._process.poll() is not None or time.monotonic() > deadline:
-                tail = _tail(self._log)
+                tail = last_line(self._log)
                 self.__exit__(None, None, None)
                 raise CommandFailedError(f"the simulator did not start: {tail or 'no output'}")
             try:
@@ -452,7 +436,7 @@ class SimulatorProcess:
 
     def __exit__(self, *exc: object) -> None:
         if self._process is not None:
-            _terminate(self._process)
+            terminate(self._process)
             self._process = None
         if self._log is not None:
             self._log.close()
@@ -486,7 +470,7 @@ class WorkerProcesses:
 
         for process, _, err in self._processes:
             if process.poll() is not None:
-                raise CommandFailedError(f"a dispatcher worker exited with {process.returncode}: {_tail(err)}")
+                raise CommandFailedError(f"a dispatcher worker exited with {process.returncode}: {last_line(err)}")
 
     def stop(self) -> list[dict[str, Any]]:
         from bot.cli import CommandFailedError
@@ -498,37 +482,21 @@ class WorkerProcesses:
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                _terminate(process)
+                terminate(process)
             out.seek(0)
             lines = out.read().decode(errors="replace").strip().splitlines()
             if process.returncode != 0 or not lines:
-                raise CommandFailedError(f"a dispatcher worker failed ({process.returncode}): {_tail(err)}")
+                raise CommandFailedError(f"a dispatcher worker failed ({process.returncode}): {last_line(err)}")
             reports.append(json.loads(lines[-1]))
         return reports
 
     def __exit__(self, *exc: object) -> None:
         for process, out, err in self._processes:
             if process.poll() is None:
-                _terminate(process)
+                terminate(process)
             out.close()
             err.close()
         self._processes = []
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
-def _tail(log: IO[bytes]) -> str:
-    log.seek(0)
-    lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip()[:300] if lines else ""
 
 
 # --- the worker child process -----------------------------------------------------------------------------

@@ -24,8 +24,6 @@ import json
 import math
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from typing import IO, Any, TypeVar
 
+from bot.bench.common import free_port, int_list, last_line, percentile, terminate
 from bot.settings import Settings
 from bot.webhook.signature import sign
 
@@ -81,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=int, default=2_000, help="single-status POSTs per run (default 2000)")
     parser.add_argument(
         "--concurrency",
-        type=_int_list,
+        type=int_list,
         default=[1, 16],
         help="POSTs in flight; a comma list runs each (default 1,16)",
     )
@@ -307,9 +306,9 @@ async def _measure(server: _Server, secret: str, plan: _Plan, deliveries: list[_
         seconds=round(seconds, 3),
         req_per_s=round(ok / seconds, 1) if seconds > 0 else 0.0,
         statuses_per_s=round(ok * plan.per_post / seconds, 1) if seconds > 0 else 0.0,
-        p50_ms=_ms(_percentile(latencies, 0.50)),
-        p95_ms=_ms(_percentile(latencies, 0.95)),
-        p99_ms=_ms(_percentile(latencies, 0.99)),
+        p50_ms=_ms(percentile(latencies, 0.50)),
+        p95_ms=_ms(percentile(latencies, 0.95)),
+        p99_ms=_ms(percentile(latencies, 0.99)),
         max_ms=_ms(latencies[-1] if latencies else 0.0),
         server_mean_ms=_ms((after[0] - before[0]) / served) if served else 0.0,
     )
@@ -405,7 +404,7 @@ class _Server:
 
         from bot.cli import CommandFailedError
 
-        port = _free_port()
+        port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         self._log = tempfile.TemporaryFile()
         self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no user input
@@ -418,7 +417,7 @@ class _Server:
         deadline = time.monotonic() + self._startup_timeout
         while True:
             if self._process.poll() is not None or time.monotonic() > deadline:
-                tail = _tail(self._log)
+                tail = last_line(self._log)
                 self.__exit__(None, None, None)
                 raise CommandFailedError(f"the server did not start: {tail or 'no output'}")
             try:
@@ -454,48 +453,18 @@ class _Server:
         return values["sum"], values["count"]
 
     def last_words(self) -> str:
-        return _tail(self._log) if self._log is not None else ""
+        return last_line(self._log) if self._log is not None else ""
 
     def __exit__(self, *exc: object) -> None:
         if self._process is not None:
-            _terminate(self._process)
+            terminate(self._process, grace=20)
             self._process = None
         if self._log is not None:
             self._log.close()
             self._log = None
 
 
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
-def _tail(log: IO[bytes]) -> str:
-    log.seek(0)
-    lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 # --- numbers and the table ------------------------------------------------------------------------------------
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest rank: the smallest value with at least ``q`` of the values at or below it."""
-    if not sorted_values:
-        return 0.0
-    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
 def _ms(seconds: float) -> float:
@@ -538,16 +507,6 @@ def _row(r: RunResult) -> str:
         r.server_mean_ms,
     )
     return "  ".join(f"{v!s:>{width}}" for v, (_, width) in zip(values, _COLUMNS, strict=True))
-
-
-def _int_list(raw: str) -> list[int]:
-    try:
-        values = [int(part) for part in raw.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {raw!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
 
 
 def _print(line: str) -> None:
