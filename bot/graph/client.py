@@ -11,7 +11,7 @@ import msgspec
 
 from bot.graph.errors import AmbiguousError, classify_error_envelope, map_transport_errors, parse_retry_after
 from bot.graph.messages import template_message, text_message
-from bot.graph.transport import make_fast_transport
+from bot.graph.transport import KEEPALIVE_SECONDS, make_fast_transport
 from bot.metrics import Metrics
 from bot.settings import Settings, Template
 
@@ -163,7 +163,11 @@ class GraphHttpClient(httpx.AsyncClient):
 def http_limits(max_in_flight: int) -> httpx.Limits:
     """Connection limits for ``max_in_flight`` concurrent sends (HTTP/1.1: one request per connection).
 
-    Keep-alive is shorter than common server idle timeouts, so we rarely reuse a connection the server is
-    closing: a POST lost that way is ambiguous and its delivery becomes ``unknown``.
+    Keep-alive is shorter than common server idle timeouts (uvicorn and Node close after 5 s), so we never
+    reuse a connection the server is closing: a POST lost that way is ambiguous and its delivery becomes
+    ``unknown``. While sending, connections are reused every few milliseconds, so the short expiry costs a
+    reconnect only after a quiet spell.
     """
-    return httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight, keepalive_expiry=15.0)
+    return httpx.Limits(
+        max_connections=max_in_flight, max_keepalive_connections=max_in_flight, keepalive_expiry=KEEPALIVE_SECONDS
+    )

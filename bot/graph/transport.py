@@ -21,7 +21,10 @@ from collections.abc import Callable, Iterator
 import aiohttp
 import httpx
 
-DEFAULT_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=15.0)
+# Below the 5 s idle timeout of uvicorn/Node servers: reusing a connection the server is closing loses a POST
+# ambiguously (see `bot.graph.client.http_limits`).
+KEEPALIVE_SECONDS = 4.0
+DEFAULT_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=KEEPALIVE_SECONDS)
 
 
 @contextlib.contextmanager
@@ -75,7 +78,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(
                 limit=self._limits.max_connections or 0,
                 limit_per_host=0,
-                keepalive_timeout=self._limits.keepalive_expiry or 15.0,
+                keepalive_timeout=self._limits.keepalive_expiry or KEEPALIVE_SECONDS,
                 ssl=self._ssl,
                 # Graph has a handful of addresses; cache DNS so 1,000 msg/s do not mean 1,000 lookups.
                 ttl_dns_cache=60,

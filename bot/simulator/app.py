@@ -16,6 +16,10 @@ from litestar.params import FromPath
 from bot.simulator.phone import Simulator, SimulatorConfig
 from bot.simulator.validation import GraphError, validate
 
+# Longer than any client keep-alive (ours is 4 s), as Graph's is: the client, not the server, ends an idle
+# connection, so a send is never written onto a connection the simulator is closing (an ambiguous loss).
+KEEP_ALIVE_SECONDS = 75
+
 
 def _simulator(state: State) -> Simulator:
     sim: Simulator = state.simulator
@@ -129,4 +133,7 @@ def create_simulator_app(config: SimulatorConfig) -> Litestar:
         lifespan=[running],
         state=State({"simulator": sim}),
         openapi_config=None,
+        # Litestar's default logging config would replace the process's masking root handler (the demo runs
+        # the simulator inside `serve`): `bot.logs` owns logging.
+        logging_config=None,
     )

@@ -74,7 +74,7 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
     from bot.logs import configure_logging, uvicorn_log_config
-    from bot.simulator.app import create_simulator_app
+    from bot.simulator.app import KEEP_ALIVE_SECONDS, create_simulator_app
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be 1-65535, got {args.port}")
@@ -84,4 +84,11 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
     target = f"callbacks to {config.webhook}" if config.webhook else "no callbacks (no --webhook)"
     print(f"WhatsApp simulator listening on {where} (set WHATSAPP_API_URL={where}/v23.0); {target}", flush=True)
     app = create_simulator_app(config)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=uvicorn_log_config(), access_log=False)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_config=uvicorn_log_config(),
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )

@@ -12,6 +12,7 @@ import uvicorn
 from litestar import Litestar
 
 from bot.settings import Settings
+from bot.simulator.app import KEEP_ALIVE_SECONDS
 from bot.simulator.phone import PHONE_NUMBER_ID, SimulatorConfig
 
 DUMMY_SECRET = "simulator-app-secret"  # noqa: S105 - a placeholder for the local simulator, not a credential
@@ -73,6 +74,7 @@ def simulator_lifespan(
                 log_config=None,
                 access_log=False,
                 lifespan="on",
+                timeout_keep_alive=KEEP_ALIVE_SECONDS,
             )
         )
         task = asyncio.create_task(server.serve())
