@@ -154,6 +154,8 @@ class Announcement(msgspec.Struct, kw_only=True):
 
 
 class DeliveryError(msgspec.Struct, kw_only=True):
+    """Why a delivery is `failed` (Meta's code and title) or `unknown` (a timeout, a 5xx, a worker that died)."""
+
     code: int | None
     title: str | None
 

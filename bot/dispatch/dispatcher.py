@@ -305,12 +305,12 @@ class Dispatcher:
         except AmbiguousError as exc:
             # The operator sees `unknown` in the ledger; the log says why (no phone, no wamid in the title).
             log.warning("delivery %s: %s; marked unknown, never resent automatically", row.id, exc.title)
-            await outcome.record_unknown(sm, id=row.id, me=me)
+            await outcome.record_unknown(sm, id=row.id, me=me, code=exc.code, title=exc.title)
             self._count("unknown")
             return
         except Exception:  # anything else may have reached Meta: never resend it
             log.exception("unexpected send error; delivery %s marked unknown", row.id)
-            await outcome.record_unknown(sm, id=row.id, me=me)
+            await outcome.record_unknown(sm, id=row.id, me=me, title="unexpected error while sending")
             self._count("unknown")
             return
         await self._writer.record(row.id, res.wamid)

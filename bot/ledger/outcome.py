@@ -35,8 +35,11 @@ _FAILED = text(
     "UPDATE delivery SET status='failed', error_code=:c, error_title=:t, failed_at=now() "
     "WHERE id=:id AND status='sending' AND claimed_by=:me"
 )
+# Why it is unknown is kept in error_code/error_title for the operator; a status webhook that settles the row
+# (bot.ledger.statuses) or a resend clears it.
 _UNKNOWN = text(
-    "UPDATE delivery SET status='unknown', unknown_at=now() WHERE id=:id AND status='sending' AND claimed_by=:me"
+    "UPDATE delivery SET status='unknown', unknown_at=now(), error_code=:c, error_title=:t "
+    "WHERE id=:id AND status='sending' AND claimed_by=:me"
 )
 
 
@@ -86,5 +89,7 @@ async def record_failed(
     await _run(sm, _FAILED, {"id": id, "me": me, "c": code, "t": title[:500]})
 
 
-async def record_unknown(sm: async_sessionmaker[AsyncSession], *, id: int, me: str) -> None:
-    await _run(sm, _UNKNOWN, {"id": id, "me": me})
+async def record_unknown(
+    sm: async_sessionmaker[AsyncSession], *, id: int, me: str, title: str, code: int | None = None
+) -> None:
+    await _run(sm, _UNKNOWN, {"id": id, "me": me, "c": code, "t": title[:500]})

@@ -26,7 +26,8 @@ async def stopped(sm: async_sessionmaker[AsyncSession], *, me: str) -> None:
 async def reap(sm: async_sessionmaker[AsyncSession], *, stale_after: float) -> int:
     async with sm() as s, s.begin():
         res = await s.execute(
-            text("""UPDATE delivery d SET status='unknown', unknown_at=now()
+            text("""UPDATE delivery d SET status='unknown', unknown_at=now(), error_code=NULL,
+              error_title='the worker sending it stopped before recording the answer'
             WHERE d.status='sending' AND NOT EXISTS (
               SELECT 1 FROM worker w WHERE w.id = d.claimed_by AND w.stopped_at IS NULL
                 AND w.heartbeat_at > now() - make_interval(secs => :s))"""),

@@ -31,6 +31,7 @@ async def resend_unknown(
             """
             UPDATE delivery
                SET status = 'pending', next_attempt_at = now(), resend_count = resend_count + 1,
+                   error_code = NULL, error_title = NULL,
                    claimed_by = NULL, claimed_at = NULL, updated_at = now()
              WHERE announcement_id = :id AND kind = 'announcement' AND status = 'unknown'
             """

@@ -32,8 +32,10 @@ _APPLY = text(
                      ELSE delivered_at END,
       read_at = CASE WHEN :status = 'read' THEN LEAST(COALESCE(read_at, :ts), :ts) ELSE read_at END,
       failed_at = CASE WHEN :status = 'failed' THEN LEAST(COALESCE(failed_at, :ts), :ts) ELSE failed_at END,
-      error_code = CASE WHEN :status = 'failed' AND RANK_OF < :rank THEN :code ELSE error_code END,
-      error_title = CASE WHEN :status = 'failed' AND RANK_OF < :rank THEN :title ELSE error_title END,
+      error_code = CASE WHEN :status = 'failed' AND RANK_OF < :rank THEN :code
+                        WHEN status = 'unknown' AND RANK_OF < :rank THEN NULL ELSE error_code END,
+      error_title = CASE WHEN :status = 'failed' AND RANK_OF < :rank THEN :title
+                         WHEN status = 'unknown' AND RANK_OF < :rank THEN NULL ELSE error_title END,
       updated_at = now()
     WHERE id = COALESCE(
             (SELECT x.id FROM delivery x WHERE x.wamid = CAST(:wamid AS text)),

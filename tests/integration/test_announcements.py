@@ -289,7 +289,11 @@ async def test_resend_unknown_requeues_and_records_who(client: Client, tenant: T
         db,
         tenant.employer_id,
         ann["id"],
-        [(ids[0], "unknown", {"claimed_by": "w1"}), (ids[1], "unknown", {}), (ids[2], "delivered", {})],
+        [
+            (ids[0], "unknown", {"claimed_by": "w1", "error_title": "read timeout"}),
+            (ids[1], "unknown", {}),
+            (ids[2], "delivered", {}),
+        ],
     )
     url = f"/announcements/{ann['id']}/resend-unknown"
     response = await client.post(url, headers=tenant.headers)
@@ -300,13 +304,14 @@ async def test_resend_unknown_requeues_and_records_who(client: Client, tenant: T
         rows = (
             await session.execute(
                 text(
-                    "SELECT status, resend_count, claimed_by, next_attempt_at <= now() AS due FROM delivery "
+                    "SELECT status, resend_count, claimed_by, next_attempt_at <= now() AS due, error_title "
+                    "FROM delivery "
                     "WHERE announcement_id = :a AND employee_id = ANY(:ids)"
                 ),
                 {"a": ann["id"], "ids": ids[:2]},
             )
         ).all()
-        assert [tuple(r) for r in rows] == [("pending", 1, None, True)] * 2
+        assert [tuple(r) for r in rows] == [("pending", 1, None, True, None)] * 2
         audit = (
             await session.execute(
                 text(

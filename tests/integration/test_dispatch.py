@@ -102,6 +102,10 @@ async def test_outcome_classes(db: Any, tenant: Any, settings: Settings) -> None
     await d.run_once()
     await d.drain()
     assert await statuses(db) == Counter({"sent": 1, "failed": 1, "unknown": 1, "pending": 1})
+    async with db() as s:
+        reasons = dict((await s.execute(text("SELECT status, error_title FROM delivery"))).all())
+    assert reasons["unknown"] == "timeout"  # the operator sees why it is unknown
+    assert reasons["failed"] == "undeliverable"
     # cancel: the retry of a cancelled announcement is cancelled, never claimed again
     async with db() as s, s.begin():
         await s.execute(text("UPDATE announcement SET status='cancelled'"))
@@ -120,6 +124,9 @@ async def test_reaper_stale_claimer_unknown_live_untouched(db: Any, tenant: Any)
     async with db() as s:
         rows = dict((await s.execute(text("SELECT id, status FROM delivery"))).all())
     assert rows == {1: "sending", 2: "unknown"}
+    async with db() as s:
+        reason = (await s.execute(text("SELECT error_title FROM delivery WHERE id=2"))).scalar_one()
+    assert "stopped" in reason
 
 
 async def test_rate_budget_shared_by_workers_stays_within_cap(db: Any) -> None:

@@ -413,11 +413,14 @@ async def test_unknown_delivery_resolved_by_callback_data(
     client: AsyncTestClient[Litestar], db: async_sessionmaker[AsyncSession], tenant: Tenant
 ) -> None:
     did = await _delivery(db, tenant, "unknown", None)
+    async with db() as s, s.begin():
+        await s.execute(text("UPDATE delivery SET error_title='read timeout' WHERE id=:i"), {"i": did})
     body = _status("wamid.B", "delivered", 1760000000, str(did))
     assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
     async with db() as s:
-        row = (await s.execute(text("SELECT status, wamid FROM delivery WHERE id=:i"), {"i": did})).one()
-    assert tuple(row) == ("delivered", "wamid.B")
+        row = (await s.execute(text("SELECT status, wamid, error_title FROM delivery WHERE id=:i"), {"i": did})).one()
+    # Settled: the reason it was unknown no longer applies.
+    assert tuple(row) == ("delivered", "wamid.B", None)
 
 
 def _inbound(wamid: str, *, body: str | None = None, context: str | None = None) -> bytes:
