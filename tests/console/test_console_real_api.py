@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -19,6 +21,29 @@ from tests.conftest import Tenant
 from tests.console.conftest import until
 
 
+class ServerSideRequests(httpx.AsyncBaseTransport):
+    """Runs each request in a task of its own, as a real server does.
+
+    The test client runs the app inside the caller's task, so a console worker cancelled when the console
+    exits would cancel the handler mid-query and leak its PostgreSQL connection. Here the caller may give up
+    on the answer; the request still finishes, and `drain()` waits for it before the app shuts down.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+        self._pending: set[asyncio.Task[httpx.Response]] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        task = asyncio.create_task(self._inner.handle_async_request(request))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return await asyncio.shield(task)
+
+    async def drain(self) -> None:
+        if self._pending:
+            await asyncio.wait(set(self._pending))
+
+
 @pytest.fixture
 async def real_api(app: Litestar, tenant: Tenant) -> AsyncIterator[BotApi]:
     async with AsyncTestClient(app=app) as client:
@@ -30,7 +55,10 @@ async def real_api(app: Litestar, tenant: Tenant) -> AsyncIterator[BotApi]:
         ]:
             response = await client.post("/employees", json={"phone": phone, "name": name, "tags": tags})
             assert response.status_code == 201, response.text
-        yield BotApi(client)
+        transport = ServerSideRequests(client._transport)
+        async with httpx.AsyncClient(transport=transport, base_url=client.base_url, headers=client.headers) as http:
+            yield BotApi(http)
+            await transport.drain()
 
 
 def has_route(app: Litestar, path: str) -> bool:
