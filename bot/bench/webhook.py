@@ -28,15 +28,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from bot.bench.common import free_port, int_list, last_line, percentile, terminate
+from bot.dispatch.worker import run_event_loop
 from bot.settings import Settings
 from bot.webhook.signature import sign
-
-T = TypeVar("T")
 
 MAX_REQUESTS = 100_000
 MAX_CONCURRENCY = 1_000
@@ -120,22 +119,13 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
             if announce is not None:
                 announce(f"server: jem-bot serve --no-dispatcher at {server.base} (uvicorn, its own process)")
                 announce(_header())
-            results = _on_fast_loop(_measure_all(url, server, secret, plans, data, announce))
+            results = run_event_loop(_measure_all(url, server, secret, plans, data, announce))
     except _BenchFailedError as exc:
         raise CommandFailedError(str(exc)) from None
     finally:
         _run_with_engine(url, lambda engine: _clean_up(engine, data))
     if args.json:
         print(json.dumps({"database": database, "runs": [asdict(r) for r in results]}, indent=2))
-
-
-def _on_fast_loop(main: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - not on Windows
-        return asyncio.run(main)
-    # The client's own overhead is part of every latency it measures: keep it small.
-    return uvloop.run(main)
 
 
 def _plans(requests: int, concurrency: Sequence[int], batch_size: int, batch_requests: int) -> list[_Plan]:

@@ -18,14 +18,7 @@ def dispatcher_lifespan(settings: Settings) -> Callable[[Any], AbstractAsyncCont
 
         # One connection per send in flight: fewer would queue sends behind each other in the pool.
         http = make_http_client(settings, max_in_flight=settings.dispatcher_concurrency)
-        graph = GraphClient(
-            http,
-            api_url=settings.whatsapp_api_url,
-            phone_number_id=settings.whatsapp_phone_number_id,
-            access_token=settings.whatsapp_access_token,
-            template=settings.whatsapp_template,
-            metrics=app.state.metrics,
-        )
+        graph = GraphClient.for_settings(http, settings, metrics=app.state.metrics)
         d = Dispatcher(settings, app.state.sessionmaker, graph, metrics=app.state.metrics)
         app.state.dispatcher = d
         task = asyncio.create_task(d.run())

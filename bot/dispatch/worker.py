@@ -64,14 +64,7 @@ async def open_dispatcher(
     engine = make_engine(url, pool_size=5, max_overflow=10)
     # One connection per send in flight: fewer would queue sends behind each other in the pool.
     http = make_http_client(settings, max_in_flight=concurrency)
-    graph = GraphClient(
-        http,
-        api_url=settings.whatsapp_api_url,
-        phone_number_id=settings.whatsapp_phone_number_id,
-        access_token=settings.whatsapp_access_token,
-        template=settings.whatsapp_template,
-        metrics=metrics,
-    )
+    graph = GraphClient.for_settings(http, settings, metrics=metrics)
     try:
         yield Dispatcher(
             settings,

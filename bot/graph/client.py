@@ -57,6 +57,20 @@ class GraphClient:
         self._metrics = metrics
         self._encoder = msgspec.json.Encoder()
 
+    @classmethod
+    def for_settings(
+        cls, http: httpx.AsyncClient, settings: Settings, *, metrics: Metrics | None = None
+    ) -> GraphClient:
+        """The client for the configured number, token and template (what `serve` and `worker` send with)."""
+        return cls(
+            http,
+            api_url=settings.whatsapp_api_url,
+            phone_number_id=settings.whatsapp_phone_number_id,
+            access_token=settings.whatsapp_access_token,
+            template=settings.whatsapp_template,
+            metrics=metrics,
+        )
+
     @property
     def url(self) -> str:
         return self._url

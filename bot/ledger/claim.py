@@ -49,13 +49,6 @@ async def claim_in(session: AsyncSession, *, me: str, n: int) -> list[Claimed]:
     return [Claimed(r.id, r.kind, r.announcement_id, r.attempts, r.phone, r.text or "") for r in rows]
 
 
-async def claim(sessionmaker: async_sessionmaker[AsyncSession], *, me: str, n: int) -> list[Claimed]:
-    if n <= 0:
-        return []
-    async with sessionmaker() as s, s.begin():
-        return await claim_in(s, me=me, n=n)
-
-
 async def claim_within_budget(
     sessionmaker: async_sessionmaker[AsyncSession], *, me: str, n: int, phone_number_id: str, rate: float
 ) -> Batch:

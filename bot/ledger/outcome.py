@@ -49,10 +49,6 @@ async def _run(sm: async_sessionmaker[AsyncSession], stmt: TextClause, params: d
         return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def record_sent(sm: async_sessionmaker[AsyncSession], *, id: int, me: str, wamid: str | None) -> None:
-    await record_sent_many(sm, me=me, sent=[(id, wamid)])
-
-
 async def record_sent_many(
     sm: async_sessionmaker[AsyncSession], *, me: str, sent: list[tuple[int, str | None]]
 ) -> None:

@@ -98,13 +98,7 @@ async def full_budget(db: Db, settings: Settings) -> None:
 async def graph(settings: Settings, stub: GraphStub) -> AsyncIterator[GraphClient]:
     http = make_http_client(settings, transport=httpx.MockTransport(stub.handle))
     async with http:
-        yield GraphClient(
-            http,
-            api_url=settings.whatsapp_api_url,
-            phone_number_id=settings.whatsapp_phone_number_id,
-            access_token=settings.whatsapp_access_token,
-            template=settings.whatsapp_template,
-        )
+        yield GraphClient.for_settings(http, settings)
 
 
 async def seed(db: Db, employer_id: int, n: int) -> int:
@@ -351,13 +345,7 @@ async def test_bot_replies_are_claimed_and_sent_exactly_once_as_text(
     http = make_http_client(template_settings, transport=httpx.MockTransport(stub.handle))
     async with http:
         # Announcements would go out as the template; replies are free-form text inside the 24 h window.
-        graph = GraphClient(
-            http,
-            api_url=template_settings.whatsapp_api_url,
-            phone_number_id=template_settings.whatsapp_phone_number_id,
-            access_token=template_settings.whatsapp_access_token,
-            template=template_settings.whatsapp_template,
-        )
+        graph = GraphClient.for_settings(http, template_settings)
         dispatchers = [Dispatcher(template_settings, db, graph, worker_id=f"w{i}") for i in range(3)]
         await asyncio.gather(*(d.run_once() for d in dispatchers))
         await asyncio.gather(*(d.drain() for d in dispatchers))
