@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import ClassVar
+from functools import partial
+from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import App, SystemCommand
@@ -15,6 +16,7 @@ from textual.worker import Worker, WorkerState
 
 from bot import contracts
 from console.api import Api, ApiError, ApiUnreachable
+from console.messages import AnnouncementSelected, CancelRequested, ResendUnknownRequested, WorkerFinished
 from console.screens import (
     AnnouncementScreen,
     AnnouncementsScreen,
@@ -23,7 +25,7 @@ from console.screens import (
     EmployeesScreen,
     InboxScreen,
 )
-from console.screens.base import ApiScreen
+from console.screens.base import RefreshingScreen, Session
 
 # Worker groups of the periodic loaders; user actions (send, cancel, resend) always get their own notice.
 REFRESH_GROUPS = frozenset({"me", "announcements", "announcement", "employees", "inbox", "compose-audience"})
@@ -34,11 +36,6 @@ class ConsoleApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "jem-bot console"
-    MODES: ClassVar[dict[str, type[Screen[None]]]] = {  # type: ignore[assignment]
-        "announcements": AnnouncementsScreen,
-        "employees": EmployeesScreen,
-        "inbox": InboxScreen,
-    }
     DEFAULT_MODE = "announcements"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "new_announcement", "New"),
@@ -51,18 +48,28 @@ class ConsoleApp(App[None]):
     # "connecting" until the first answer, then "ok", "down" (no answer) or "unauthorized" (401).
     connection: reactive[str] = reactive("connecting")
     last_ok: reactive[datetime | None] = reactive(None)
-    timezone: reactive[str] = reactive("UTC")
 
     def __init__(self, api: Api, *, refresh_scale: float = 1.0, owns_api: bool = False) -> None:
         super().__init__()
         self.api = api
         # Close the API client on exit only when the console created it (tests lend theirs).
         self.owns_api = owns_api
-        # Tests shrink every screen's refresh period with this; 1.0 is the real cadence (~2 s for lists).
-        self.refresh_scale = refresh_scale
+        self.session = Session(api, refresh_scale=refresh_scale)
+        # Not the MODES class variable: each mode's screen is built with this app's session.
+        for mode, screen in (
+            ("announcements", AnnouncementsScreen),
+            ("employees", EmployeesScreen),
+            ("inbox", InboxScreen),
+        ):
+            self.add_mode(mode, partial(screen, self.session))
         self.employer: contracts.Employer | None = None
         # The last API error shown, so that a periodic refresh failing the same way is not reported again.
         self._last_error: tuple[int, str, str] | None = None
+
+    @property
+    def timezone(self) -> str:
+        """The employer's timezone, in which every time is shown (UTC until /me answers)."""
+        return self.session.timezone
 
     def on_mount(self) -> None:
         self.load_me()
@@ -76,11 +83,9 @@ class ConsoleApp(App[None]):
         """Learn the employer (name, timezone); times are shown in its timezone."""
         me = await self.api.me()
         self.employer = me.employer
-        self.timezone = me.employer.timezone
+        self.session.timezone = me.employer.timezone
         self.sub_title = f"{me.employer.name} · {me.employer.timezone}"
-        self.report_ok()
-        if isinstance(self.screen, ApiScreen):
-            self.screen.reload()
+        self.reload_screen()
 
     # --- connection state and the one error handler --------------------------------------------------------
 
@@ -92,15 +97,23 @@ class ConsoleApp(App[None]):
         self.last_ok = datetime.now(UTC)
 
     @on(Worker.StateChanged)
-    def handle_worker_state(self, event: Worker.StateChanged) -> None:
+    def _own_worker_changed(self, event: Worker.StateChanged) -> None:
+        self.report_worker(event.worker)
+
+    @on(WorkerFinished)
+    def _screen_worker_finished(self, event: WorkerFinished) -> None:
+        self.report_worker(event.worker)
+
+    def report_worker(self, worker: Worker[Any]) -> None:
         """Every worker runs with exit_on_error=False; its failure becomes a notice here, never a crash.
 
-        Screens forward their workers' StateChanged here (the message does not bubble), so this is the one
-        place that turns errors into notices.
+        The app's own workers and, through WorkerFinished, the screens' end here: the one place that turns
+        API answers into the connection state and errors into notices.
         """
-        if event.state != WorkerState.ERROR:
-            return
-        self.report_error(event.worker.error, from_refresh=event.worker.group in REFRESH_GROUPS)
+        if worker.state == WorkerState.SUCCESS:
+            self.report_ok()
+        elif worker.state == WorkerState.ERROR:
+            self.report_error(worker.error, from_refresh=worker.group in REFRESH_GROUPS)
 
     def report_error(self, error: BaseException | None, *, from_refresh: bool = False) -> None:
         """Explain a failed API call; a refresh that keeps failing the same way is reported once, not every 2 s."""
@@ -127,9 +140,18 @@ class ConsoleApp(App[None]):
 
     # --- navigation and actions ----------------------------------------------------------------------------
 
+    def reload_screen(self) -> None:
+        """Reload the screen shown, if it shows API data."""
+        if isinstance(self.screen, RefreshingScreen):
+            self.screen.reload()
+
+    @on(AnnouncementSelected)
+    def _announcement_selected(self, event: AnnouncementSelected) -> None:
+        self.open_announcement(event.announcement_id)
+
     def open_announcement(self, announcement_id: int) -> None:
         """Show one announcement's deliveries."""
-        self.push_screen(AnnouncementScreen(announcement_id))
+        self.push_screen(AnnouncementScreen(self.session, announcement_id))
 
     def action_new_announcement(self) -> None:
         """Open the compose modal."""
@@ -139,13 +161,14 @@ class ConsoleApp(App[None]):
         def created(announcement: contracts.Announcement | None) -> None:
             if announcement is not None:
                 self.notify(f"Announcement #{announcement.id} {announcement.status}.", title="Created")
-                if isinstance(self.screen, ApiScreen):
-                    self.screen.reload()
+                self.reload_screen()
 
-        self.push_screen(ComposeScreen(), created)
+        self.push_screen(ComposeScreen(self.session), created)
 
-    def confirm_cancel(self, announcement: contracts.Announcement) -> None:
+    @on(CancelRequested)
+    def _confirm_cancel(self, event: CancelRequested) -> None:
         """Ask, then cancel (what was already sent stays sent)."""
+        announcement = event.announcement
         if announcement.status in ("completed", "cancelled"):
             self.notify(f"Announcement #{announcement.id} is {announcement.status}; nothing to cancel.")
             return
@@ -164,8 +187,10 @@ class ConsoleApp(App[None]):
 
         self.push_screen(ConfirmScreen("Cancel this announcement?", consequence, "Cancel it"), answered)
 
-    def confirm_resend_unknown(self, announcement: contracts.Announcement) -> None:
+    @on(ResendUnknownRequested)
+    def _confirm_resend_unknown(self, event: ResendUnknownRequested) -> None:
         """Ask, then resend deliveries whose outcome is unknown (duplicate risk)."""
+        announcement = event.announcement
         unknown = announcement.counts.unknown
         if unknown == 0:
             self.notify("No deliveries with an unknown outcome.")
@@ -185,24 +210,19 @@ class ConsoleApp(App[None]):
     async def cancel_announcement(self, announcement_id: int) -> None:
         """POST cancel and say what happened."""
         result = await self.api.cancel_announcement(announcement_id)
-        self.report_ok()
         self.notify(f"Announcement #{result.id} is now {result.status}.", title="Cancelled")
-        if isinstance(self.screen, ApiScreen):
-            self.screen.reload()
+        self.reload_screen()
 
     @work(group="actions", exit_on_error=False)
     async def resend_unknown(self, announcement_id: int) -> None:
         """POST resend-unknown and say how many were queued again."""
         result = await self.api.resend_unknown(announcement_id)
-        self.report_ok()
         self.notify(f"{result.resent} deliveries queued again.", title="Resend requested")
-        if isinstance(self.screen, ApiScreen):
-            self.screen.reload()
+        self.reload_screen()
 
     def action_refresh(self) -> None:
         """Reload the current screen."""
-        if isinstance(self.screen, ApiScreen):
-            self.screen.reload()
+        self.reload_screen()
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         """Command palette entries for everything the keys do."""

@@ -1,13 +1,18 @@
-"""Messages the console's workers post with their results (toolong / harlequin style).
+"""Messages of the console (toolong / harlequin style).
 
-Periodic refresh results define `can_replace`, so when refreshes pile up only the newest one is handled.
+Screens post their workers' results to themselves (the `*Loaded` messages). What the app must act on (a
+worker's outcome, an announcement to open, cancel or resend) bubbles from the screen up to the app, so that
+no screen needs to know the app. Periodic refresh results define `can_replace`, so when refreshes pile up
+only the newest one is handled.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from textual.message import Message
+from textual.worker import Worker
 
 from bot import contracts
 
@@ -64,14 +69,31 @@ class AudienceCounted(Message):
 
 
 @dataclass
-class AnnouncementCreated(Message):
-    """The compose form's announcement was accepted by the API."""
+class WorkerFinished(Message):
+    """A screen's worker succeeded or failed; the app turns that into the connection state or a notice.
+
+    Textual's Worker.StateChanged does not bubble, so screens restate the final state as this message, which does.
+    """
+
+    worker: Worker[Any]
+
+
+@dataclass
+class AnnouncementSelected(Message):
+    """The operator chose an announcement: show its deliveries."""
+
+    announcement_id: int
+
+
+@dataclass
+class CancelRequested(Message):
+    """The operator asked to cancel this announcement; the app asks for confirmation first."""
 
     announcement: contracts.Announcement
 
 
 @dataclass
-class ActionDone(Message):
-    """A cancel or resend-unknown finished; `summary` is what to tell the operator."""
+class ResendUnknownRequested(Message):
+    """The operator asked to resend this announcement's unknown deliveries; the app asks for confirmation first."""
 
-    summary: str
+    announcement: contracts.Announcement

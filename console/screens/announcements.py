@@ -9,8 +9,8 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Label, Select, Static
 
 from bot import contracts
-from console.messages import AnnouncementsLoaded
-from console.screens.base import ApiScreen
+from console.messages import AnnouncementSelected, AnnouncementsLoaded, CancelRequested
+from console.screens.base import RefreshingScreen, Session
 from console.widgets import ConnectionIndicator, delivery_bar
 from console.widgets.progress import acknowledged_pct
 
@@ -26,7 +26,7 @@ def preview(message: str, width: int = PREVIEW_CHARS) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-class AnnouncementsScreen(ApiScreen):
+class AnnouncementsScreen(RefreshingScreen):
     """Every announcement of this employer with how far its delivery has got."""
 
     AUTO_FOCUS = "#announcements"
@@ -37,8 +37,8 @@ class AnnouncementsScreen(ApiScreen):
         Binding("r", "reload", "Refresh"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
         self.announcements: list[contracts.Announcement] = []
 
     def compose(self) -> ComposeResult:
@@ -72,7 +72,6 @@ class AnnouncementsScreen(ApiScreen):
     async def load(self, status: str | None) -> None:
         """Fetch the newest announcements (with the status filter) and post them."""
         page = await self.api.list_announcements(status=status, limit=100)
-        self.console.report_ok()
         self.post_message(AnnouncementsLoaded(page))
 
     @on(AnnouncementsLoaded)
@@ -115,19 +114,19 @@ class AnnouncementsScreen(ApiScreen):
     @on(DataTable.RowSelected, "#announcements")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is not None:
-            self.console.open_announcement(int(event.row_key.value))
+            self.post_message(AnnouncementSelected(int(event.row_key.value)))
 
     def action_open(self) -> None:
         """Open the selected announcement."""
         if (selected := self.selected_id) is not None:
-            self.console.open_announcement(selected)
+            self.post_message(AnnouncementSelected(selected))
 
     def action_cancel(self) -> None:
         """Cancel the selected announcement, after confirmation."""
         if (selected := self.selected_id) is not None:
             found = next((a for a in self.announcements if a.id == selected), None)
             if found is not None:
-                self.console.confirm_cancel(found)
+                self.post_message(CancelRequested(found))
 
     def action_filter(self) -> None:
         """Focus the status filter."""

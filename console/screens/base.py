@@ -1,53 +1,69 @@
-"""What every console screen shares: the API, the employer's timezone and a periodic refresh."""
+"""What the console's screens share: the session the app lends them, local times, and a periodic refresh."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 from textual import on
-from textual.screen import Screen
-from textual.worker import Worker
+from textual.screen import Screen, ScreenResultType
+from textual.worker import Worker, WorkerState
 
-if TYPE_CHECKING:
-    from console.api import Api
-    from console.app import ConsoleApp
+from console.api import Api
+from console.messages import WorkerFinished
 
 
-class ApiScreen(Screen[None]):
-    """A screen that shows API data and reloads it every `REFRESH_SECONDS` while it is active."""
+@dataclass
+class Session:
+    """What the app lends every screen: the API, the employer's timezone, the refresh pace."""
 
-    REFRESH_SECONDS: ClassVar[float] = 2.0
+    api: Api
+    # UTC until /me answers; the app then sets the employer's timezone and reloads the current screen.
+    timezone: str = "UTC"
+    # Tests shrink every screen's refresh period with this; 1.0 is the real cadence (~2 s for lists).
+    refresh_scale: float = 1.0
 
-    @property
-    def console(self) -> ConsoleApp:
-        return cast("ConsoleApp", self.app)
+
+class ApiScreen(Screen[ScreenResultType]):
+    """A screen that talks to the API of its session; its workers' outcomes go up to the app as messages."""
+
+    def __init__(self, session: Session) -> None:
+        super().__init__()
+        self.session = session
 
     @property
     def api(self) -> Api:
-        return self.console.api
+        return self.session.api
 
     def local(self, when: datetime | None) -> str:
         """`when` in the employer's timezone, minute precision; '—' for no time."""
         if when is None:
             return "—"
-        return when.astimezone(ZoneInfo(self.console.timezone)).strftime("%Y-%m-%d %H:%M")
-
-    @on(Worker.StateChanged)
-    def _forward_worker_state(self, event: Worker.StateChanged) -> None:
-        # Worker.StateChanged does not bubble: hand it to the app's single error handler.
-        self.console.handle_worker_state(event)
+        return when.astimezone(ZoneInfo(self.session.timezone)).strftime("%Y-%m-%d %H:%M")
 
     def local_short(self, when: datetime | None) -> str:
         """`when` in the employer's timezone as 'MM-DD HH:MM' (narrow columns); '' for no time."""
         if when is None:
             return ""
-        return when.astimezone(ZoneInfo(self.console.timezone)).strftime("%m-%d %H:%M")
+        return when.astimezone(ZoneInfo(self.session.timezone)).strftime("%m-%d %H:%M")
+
+    @on(Worker.StateChanged)
+    def _report_worker(self, event: Worker.StateChanged) -> None:
+        # Worker.StateChanged does not bubble: restate the outcome as a message that reaches the app.
+        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR):
+            self.post_message(WorkerFinished(event.worker))
+
+
+class RefreshingScreen(ApiScreen[None]):
+    """A screen of API data that reloads every `REFRESH_SECONDS` while it is the one shown."""
+
+    REFRESH_SECONDS: ClassVar[float] = 2.0
 
     def on_mount(self) -> None:
         self.reload()
-        self.set_interval(self.REFRESH_SECONDS * self.console.refresh_scale, self._tick)
+        self.set_interval(self.REFRESH_SECONDS * self.session.refresh_scale, self._tick)
 
     def on_screen_resume(self) -> None:
         self.reload()

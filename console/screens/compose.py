@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
 from zoneinfo import ZoneInfo
 
 from textual import on, work
@@ -13,15 +12,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet, SelectionList, TextArea
-from textual.worker import Worker
 
 from bot import contracts
 from console.api import ApiError, count_audience
 from console.messages import AudienceCounted
-
-if TYPE_CHECKING:
-    from console.api import Api
-    from console.app import ConsoleApp
+from console.screens.base import ApiScreen, Session
 
 TIME_FORMAT = "%Y-%m-%d %H:%M"
 ERROR_TARGETS = ("message", "send_time", "audience")
@@ -68,7 +63,10 @@ def error_target(field: str) -> str:
     return "general"
 
 
-class ComposeScreen(ModalScreen[contracts.Announcement | None]):
+# ApiScreen comes first so that its __init__ takes the session; ModalScreen still makes this a modal (its own
+# bindings only, the screen underneath shown dimmed). Textual inherits DEFAULT_CSS along the first base only,
+# so app.tcss restates ModalScreen's dimmed background for ComposeScreen.
+class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contracts.Announcement | None]):
     """A new announcement; one Idempotency-Key per modal, so retries and double submits create one."""
 
     BINDINGS = [  # noqa: RUF012
@@ -76,20 +74,16 @@ class ComposeScreen(ModalScreen[contracts.Announcement | None]):
         Binding("escape", "close", "Close"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
         # Fixed when the modal opens and reused by every submit of this compose: the server answers a repeat
         # with the announcement it already created instead of creating a second one.
         self.idempotency_key = str(uuid.uuid4())
         self.submitting = False
 
     @property
-    def api(self) -> Api:
-        return cast("ConsoleApp", self.app).api
-
-    @property
     def timezone(self) -> str:
-        return cast("ConsoleApp", self.app).timezone
+        return self.session.timezone
 
     def compose(self) -> ComposeResult:
         # The buttons sit outside the scrolling fields so they stay visible on an 80×24 terminal.
@@ -117,14 +111,9 @@ class ComposeScreen(ModalScreen[contracts.Announcement | None]):
                 yield Button("Send (ctrl+s)", variant="success", id="submit")
                 yield Button("Close (esc)", id="close")
 
-    @on(Worker.StateChanged)
-    def _forward_worker_state(self, event: Worker.StateChanged) -> None:
-        # Worker.StateChanged does not bubble: hand it to the app's single error handler.
-        cast("ConsoleApp", self.app).handle_worker_state(event)
-
     def on_mount(self) -> None:
-        self.query_one("#tags").display = False
-        self.query_one("#employee-ids").display = False
+        self.query_one("#tags", SelectionList).display = False
+        self.query_one("#employee-ids", Input).display = False
         self.query_one("#message", TextArea).focus()
         self.load_tags()
         self._audience_changed()
@@ -165,8 +154,8 @@ class ComposeScreen(ModalScreen[contracts.Announcement | None]):
     @on(Input.Changed, "#employee-ids")
     def _audience_changed(self) -> None:
         kind = self.audience_kind
-        self.query_one("#tags").display = kind == "tags"
-        self.query_one("#employee-ids").display = kind == "ids"
+        self.query_one("#tags", SelectionList).display = kind == "tags"
+        self.query_one("#employee-ids", Input).display = kind == "ids"
         try:
             audience = self.read_audience()
         except FormError as exc:

@@ -9,8 +9,8 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Static
 
 from bot import contracts
-from console.messages import AnnouncementLoaded
-from console.screens.base import ApiScreen
+from console.messages import AnnouncementLoaded, CancelRequested, ResendUnknownRequested
+from console.screens.base import RefreshingScreen, Session
 from console.widgets import ConnectionIndicator, delivery_bar
 from console.widgets.progress import acknowledged_pct
 
@@ -27,7 +27,7 @@ def counts_line(counts: contracts.Counts) -> str:
     return " · ".join(parts)
 
 
-class AnnouncementScreen(ApiScreen):
+class AnnouncementScreen(RefreshingScreen):
     """Deliveries of one announcement, refreshed live."""
 
     AUTO_FOCUS = "#deliveries"
@@ -40,8 +40,8 @@ class AnnouncementScreen(ApiScreen):
         Binding("r", "reload", "Refresh"),
     ]
 
-    def __init__(self, announcement_id: int) -> None:
-        super().__init__()
+    def __init__(self, session: Session, announcement_id: int) -> None:
+        super().__init__(session)
         self.announcement_id = announcement_id
         self.announcement: contracts.Announcement | None = None
 
@@ -89,7 +89,6 @@ class AnnouncementScreen(ApiScreen):
         deliveries = await self.api.list_deliveries(
             self.announcement_id, status=status, acknowledged=acknowledged, q=q, limit=500
         )
-        self.console.report_ok()
         self.post_message(AnnouncementLoaded(announcement, deliveries))
 
     @on(AnnouncementLoaded)
@@ -133,12 +132,12 @@ class AnnouncementScreen(ApiScreen):
     def action_cancel(self) -> None:
         """Cancel this announcement, after confirmation."""
         if self.announcement is not None:
-            self.console.confirm_cancel(self.announcement)
+            self.post_message(CancelRequested(self.announcement))
 
     def action_resend_unknown(self) -> None:
         """Resend the deliveries whose outcome is unknown, after confirmation."""
         if self.announcement is not None:
-            self.console.confirm_resend_unknown(self.announcement)
+            self.post_message(ResendUnknownRequested(self.announcement))
 
     def action_search(self) -> None:
         """Focus the search box."""

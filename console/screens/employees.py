@@ -10,11 +10,11 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
 from console.messages import EmployeesLoaded
-from console.screens.base import ApiScreen
+from console.screens.base import RefreshingScreen
 from console.widgets import ConnectionIndicator
 
 
-class EmployeesScreen(ApiScreen):
+class EmployeesScreen(RefreshingScreen):
     """The employee directory (first 500 matches) and the total."""
 
     REFRESH_SECONDS = 10.0
@@ -50,7 +50,6 @@ class EmployeesScreen(ApiScreen):
     async def load(self, q: str | None) -> None:
         """Fetch employees matching the search."""
         page = await self.api.list_employees(q=q, limit=500)
-        self.console.report_ok()
         self.post_message(EmployeesLoaded(page))
 
     @on(EmployeesLoaded)

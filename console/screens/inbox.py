@@ -10,11 +10,11 @@ from textual.widgets import DataTable, Footer, Header, Label, Static
 
 from console.messages import MessagesLoaded
 from console.screens.announcements import preview
-from console.screens.base import ApiScreen
+from console.screens.base import RefreshingScreen
 from console.widgets import ConnectionIndicator
 
 
-class InboxScreen(ApiScreen):
+class InboxScreen(RefreshingScreen):
     """Inbound messages, refreshed every few seconds."""
 
     REFRESH_SECONDS = 5.0
@@ -48,7 +48,6 @@ class InboxScreen(ApiScreen):
     async def load(self) -> None:
         """Fetch the newest inbound messages."""
         page = await self.api.list_messages(limit=200)
-        self.console.report_ok()
         self.post_message(MessagesLoaded(page))
 
     @on(MessagesLoaded)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from textual.pilot import Pilot
@@ -26,7 +27,7 @@ def fake() -> FakeApi:
     return api
 
 
-async def until(pilot: Pilot[object], predicate: Callable[[], bool], within: float = 5.0) -> None:
+async def until(pilot: Pilot[Any], predicate: Callable[[], bool], within: float = 5.0) -> None:
     """Let workers and messages run until `predicate()` holds; fail after `within` seconds."""
     deadline = time.monotonic() + within
     while True:
