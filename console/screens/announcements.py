@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -37,6 +37,10 @@ class AnnouncementsScreen(RefreshingScreen):
         Binding("r", "reload", "Refresh"),
     ]
 
+    table = getters.query_one("#announcements", DataTable)
+    status_select = getters.query_one("#status-filter", Select)
+    empty_label = getters.query_one("#announcements-empty", Label)
+
     def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.announcements: list[contracts.Announcement] = []
@@ -62,7 +66,7 @@ class AnnouncementsScreen(RefreshingScreen):
 
     @property
     def status_filter(self) -> str | None:
-        value = self.query_one("#status-filter", Select).value
+        value = self.status_select.value
         return value if isinstance(value, str) else None
 
     def reload(self) -> None:
@@ -76,7 +80,7 @@ class AnnouncementsScreen(RefreshingScreen):
 
     @on(AnnouncementsLoaded)
     def _show(self, event: AnnouncementsLoaded) -> None:
-        table = self.query_one("#announcements", DataTable)
+        table = self.table
         # Keep the operator's cursor on the same announcement across refreshes.
         selected = self.selected_id
         items = sorted(event.page.items, key=lambda a: (a.created_at, a.id), reverse=True)
@@ -95,9 +99,8 @@ class AnnouncementsScreen(RefreshingScreen):
             )
         if selected is not None and str(selected) in table.rows:
             table.move_cursor(row=table.get_row_index(str(selected)))
-        empty = self.query_one("#announcements-empty", Label)
-        empty.update("" if items else "No announcements yet. Press n to write one.")
-        empty.display = not items
+        self.empty_label.update("" if items else "No announcements yet. Press n to write one.")
+        self.empty_label.display = not items
 
     @on(Select.Changed, "#status-filter")
     def _filter_changed(self) -> None:
@@ -105,7 +108,7 @@ class AnnouncementsScreen(RefreshingScreen):
 
     @property
     def selected_id(self) -> int | None:
-        table = self.query_one("#announcements", DataTable)
+        table = self.table
         if not table.row_count:
             return None
         row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
@@ -130,7 +133,7 @@ class AnnouncementsScreen(RefreshingScreen):
 
     def action_filter(self) -> None:
         """Focus the status filter."""
-        self.query_one("#status-filter", Select).focus()
+        self.status_select.focus()
 
     def action_reload(self) -> None:
         """Reload now."""

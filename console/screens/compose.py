@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -74,6 +74,15 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
         Binding("escape", "close", "Close"),
     ]
 
+    message_area = getters.query_one("#message", TextArea)
+    message_count = getters.query_one("#message-count", Label)
+    audience_radio = getters.query_one("#audience-kind", RadioSet)
+    tag_list = getters.query_one("#tags", SelectionList)
+    ids_input = getters.query_one("#employee-ids", Input)
+    send_time_input = getters.query_one("#send-time", Input)
+    recipients_label = getters.query_one("#recipients", Label)
+    submit_button = getters.query_one("#submit", Button)
+
     def __init__(self, session: Session) -> None:
         super().__init__(session)
         # Fixed when the modal opens and reused by every submit of this compose: the server answers a repeat
@@ -112,9 +121,9 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
                 yield Button("Close (esc)", id="close")
 
     def on_mount(self) -> None:
-        self.query_one("#tags", SelectionList).display = False
-        self.query_one("#employee-ids", Input).display = False
-        self.query_one("#message", TextArea).focus()
+        self.tag_list.display = False
+        self.ids_input.display = False
+        self.message_area.focus()
         self.load_tags()
         self._audience_changed()
 
@@ -122,44 +131,47 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
 
     @property
     def audience_kind(self) -> str:
-        pressed = self.query_one("#audience-kind", RadioSet).pressed_button
+        pressed = self.audience_radio.pressed_button
         return (pressed.id or "kind-all").removeprefix("kind-") if pressed is not None else "all"
 
     def read_audience(self) -> contracts.Audience:
         """The audience as chosen, or FormError."""
         kind = self.audience_kind
         if kind == "tags":
-            tags = list(self.query_one("#tags", SelectionList).selected)
+            tags = list(self.tag_list.selected)
             if not tags:
                 raise FormError("audience", "pick at least one tag")
             return contracts.Audience(tags=tags)
         if kind == "ids":
-            return contracts.Audience(employee_ids=parse_ids(self.query_one("#employee-ids", Input).value))
+            return contracts.Audience(employee_ids=parse_ids(self.ids_input.value))
         return contracts.Audience(all=True)
+
+    def error_label(self, target: str) -> Label:
+        """The error line of a field in ERROR_TARGETS, or of the whole form ('general')."""
+        return self.query_one(f"#{target}-error", Label)
 
     def show_errors(self, errors: dict[str, str]) -> None:
         """Put each message next to its field; clear the others."""
         for target in (*ERROR_TARGETS, "general"):
-            self.query_one(f"#{target}-error", Label).update(errors.get(target, ""))
+            self.error_label(target).update(errors.get(target, ""))
 
     @on(TextArea.Changed, "#message")
     def _message_changed(self) -> None:
-        length = len(self.query_one("#message", TextArea).text.strip())
-        count = self.query_one("#message-count", Label)
-        count.update(f"{length}/{contracts.MAX_MESSAGE_LENGTH}")
-        count.set_class(length > contracts.MAX_MESSAGE_LENGTH, "over")
+        length = len(self.message_area.text.strip())
+        self.message_count.update(f"{length}/{contracts.MAX_MESSAGE_LENGTH}")
+        self.message_count.set_class(length > contracts.MAX_MESSAGE_LENGTH, "over")
 
     @on(RadioSet.Changed, "#audience-kind")
     @on(SelectionList.SelectedChanged, "#tags")
     @on(Input.Changed, "#employee-ids")
     def _audience_changed(self) -> None:
         kind = self.audience_kind
-        self.query_one("#tags", SelectionList).display = kind == "tags"
-        self.query_one("#employee-ids", Input).display = kind == "ids"
+        self.tag_list.display = kind == "tags"
+        self.ids_input.display = kind == "ids"
         try:
             audience = self.read_audience()
         except FormError as exc:
-            self.query_one("#recipients", Label).update(f"Recipients: — ({exc.message})")
+            self.recipients_label.update(f"Recipients: — ({exc.message})")
             return
         self.count_recipients(audience)
 
@@ -171,14 +183,14 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
     @on(AudienceCounted)
     def _show_count(self, event: AudienceCounted) -> None:
         noun = "employee" if event.count == 1 else "employees"
-        self.query_one("#recipients", Label).update(f"Recipients: {event.count} {noun} (opted-out excluded)")
+        self.recipients_label.update(f"Recipients: {event.count} {noun} (opted-out excluded)")
 
     @work(exclusive=True, group="compose-tags", exit_on_error=False)
     async def load_tags(self) -> None:
         """Offer every tag in use as a choice."""
         page = await self.api.list_employees(limit=500)
         tags = sorted({tag for e in page.items for tag in e.tags})
-        self.query_one("#tags", SelectionList).add_options([(t, t) for t in tags])
+        self.tag_list.add_options([(t, t) for t in tags])
 
     # --- submit ---------------------------------------------------------------------------------------
 
@@ -188,7 +200,7 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
         if self.submitting:
             return
         errors: dict[str, str] = {}
-        message = self.query_one("#message", TextArea).text.strip()
+        message = self.message_area.text.strip()
         if not message:
             errors["message"] = "write a message"
         elif len(message) > contracts.MAX_MESSAGE_LENGTH:
@@ -200,14 +212,14 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
         except FormError as exc:
             errors[exc.field] = exc.message
         try:
-            send_time = parse_send_time(self.query_one("#send-time", Input).value, self.timezone)
+            send_time = parse_send_time(self.send_time_input.value, self.timezone)
         except FormError as exc:
             errors[exc.field] = exc.message
         self.show_errors(errors)
         if errors:
             return
         self.submitting = True
-        self.query_one("#submit", Button).disabled = True
+        self.submit_button.disabled = True
         self.submit(message, send_time, audience)
 
     @work(exclusive=True, group="compose-submit", exit_on_error=False)
@@ -227,7 +239,7 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
             raise
         finally:
             self.submitting = False
-            self.query_one("#submit", Button).disabled = False
+            self.submit_button.disabled = False
         self.dismiss(created)
 
     @on(Button.Pressed, "#close")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual import on
+from textual import getters, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -17,6 +17,8 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "No"),
     ]
+
+    no_button = getters.query_one("#confirm-no", Button)
 
     def __init__(self, title: str, consequence: str, yes_label: str = "Yes") -> None:
         super().__init__()
@@ -34,7 +36,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def on_mount(self) -> None:
         # The safe answer has the focus, so a stray Enter does nothing harmful.
-        self.query_one("#confirm-no", Button).focus()
+        self.no_button.focus()
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -40,6 +40,14 @@ class AnnouncementScreen(RefreshingScreen):
         Binding("r", "reload", "Refresh"),
     ]
 
+    status_label = getters.query_one("#detail-status", Label)
+    message_text = getters.query_one("#detail-message", Static)
+    counts_bar = getters.query_one("#detail-bar", Static)
+    counts_text = getters.query_one("#detail-counts", Static)
+    filter_select = getters.query_one("#delivery-filter", Select)
+    search_input = getters.query_one("#delivery-search", Input)
+    table = getters.query_one("#deliveries", DataTable)
+
     def __init__(self, session: Session, announcement_id: int) -> None:
         super().__init__(session)
         self.announcement_id = announcement_id
@@ -72,10 +80,10 @@ class AnnouncementScreen(RefreshingScreen):
         yield Footer()
 
     def _filters(self) -> tuple[str | None, bool | None, str | None]:
-        value = self.query_one("#delivery-filter", Select).value
+        value = self.filter_select.value
         status = value if isinstance(value, str) and value != UNACKNOWLEDGED else None
         acknowledged = False if value == UNACKNOWLEDGED else None
-        q = self.query_one("#delivery-search", Input).value.strip() or None
+        q = self.search_input.value.strip() or None
         return status, acknowledged, q
 
     def reload(self) -> None:
@@ -94,11 +102,11 @@ class AnnouncementScreen(RefreshingScreen):
     @on(AnnouncementLoaded)
     def _show(self, event: AnnouncementLoaded) -> None:
         a = self.announcement = event.announcement
-        self.query_one("#detail-status", Label).update(f"{a.status} · send {self.local(a.send_time)}")
-        self.query_one("#detail-message", Static).update(a.message)
-        self.query_one("#detail-bar", Static).update(delivery_bar(a.counts, width=20))
-        self.query_one("#detail-counts", Static).update(counts_line(a.counts))
-        table = self.query_one("#deliveries", DataTable)
+        self.status_label.update(f"{a.status} · send {self.local(a.send_time)}")
+        self.message_text.update(a.message)
+        self.counts_bar.update(delivery_bar(a.counts, width=20))
+        self.counts_text.update(counts_line(a.counts))
+        table = self.table
         cursor = table.cursor_row
         table.clear()
         for d in event.deliveries.items:
@@ -141,11 +149,11 @@ class AnnouncementScreen(RefreshingScreen):
 
     def action_search(self) -> None:
         """Focus the search box."""
-        self.query_one("#delivery-search", Input).focus()
+        self.search_input.focus()
 
     def action_filter(self) -> None:
         """Focus the status filter."""
-        self.query_one("#delivery-filter", Select).focus()
+        self.filter_select.focus()
 
     def action_reload(self) -> None:
         """Reload now."""

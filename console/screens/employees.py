@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -26,6 +26,10 @@ class EmployeesScreen(RefreshingScreen):
         Binding("escape", "app.switch_mode('announcements')", "Back", show=False),
     ]
 
+    total_label = getters.query_one("#employees-total", Label)
+    search_input = getters.query_one("#employee-search", Input)
+    table = getters.query_one("#employees", DataTable)
+
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(classes="toolbar"):
@@ -44,7 +48,7 @@ class EmployeesScreen(RefreshingScreen):
         yield Footer()
 
     def reload(self) -> None:
-        self.load(self.query_one("#employee-search", Input).value.strip() or None)
+        self.load(self.search_input.value.strip() or None)
 
     @work(exclusive=True, group="employees", exit_on_error=False)
     async def load(self, q: str | None) -> None:
@@ -54,8 +58,8 @@ class EmployeesScreen(RefreshingScreen):
 
     @on(EmployeesLoaded)
     def _show(self, event: EmployeesLoaded) -> None:
-        self.query_one("#employees-total", Label).update(f"{event.page.total} total")
-        table = self.query_one("#employees", DataTable)
+        self.total_label.update(f"{event.page.total} total")
+        table = self.table
         cursor = table.cursor_row
         table.clear()
         for e in event.page.items:
@@ -75,7 +79,7 @@ class EmployeesScreen(RefreshingScreen):
 
     def action_search(self) -> None:
         """Focus the search box."""
-        self.query_one("#employee-search", Input).focus()
+        self.search_input.focus()
 
     def action_reload(self) -> None:
         """Reload now."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -24,6 +24,9 @@ class InboxScreen(RefreshingScreen):
         # As on the employees screen: esc goes back to the announcements list.
         Binding("escape", "app.switch_mode('announcements')", "Back", show=False),
     ]
+
+    table = getters.query_one("#inbox", DataTable)
+    empty_label = getters.query_one("#inbox-empty", Label)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -52,7 +55,7 @@ class InboxScreen(RefreshingScreen):
 
     @on(MessagesLoaded)
     def _show(self, event: MessagesLoaded) -> None:
-        table = self.query_one("#inbox", DataTable)
+        table = self.table
         table.clear()
         for m in event.page.items:
             table.add_row(
@@ -63,9 +66,8 @@ class InboxScreen(RefreshingScreen):
                 str(m.announcement_id) if m.announcement_id is not None else "",
                 key=str(m.id),
             )
-        empty = self.query_one("#inbox-empty", Label)
-        empty.update("" if event.page.items else "No messages from employees yet.")
-        empty.display = not event.page.items
+        self.empty_label.update("" if event.page.items else "No messages from employees yet.")
+        self.empty_label.display = not event.page.items
 
     def action_reload(self) -> None:
         """Reload now."""
