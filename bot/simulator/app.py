@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from bot.simulator.outage import MAX_SECONDS, Outage
 from bot.simulator.phone import Simulator, SimulatorConfig
 from bot.simulator.validation import GraphError, validate
 
@@ -105,20 +107,47 @@ async def send_message(
     return Response(answer, status_code=200)
 
 
+def _snapshot(state: State) -> dict[str, Any]:
+    outage: Outage = state.outage
+    return {**_simulator(state).stats.snapshot(), "outage_active": outage.active}
+
+
 @get("/_simulator/stats")
 async def stats(state: State) -> dict[str, Any]:
-    return _simulator(state).stats.snapshot()
+    return _snapshot(state)
 
 
 @post("/_simulator/reset", status_code=200)
 async def reset(state: State) -> dict[str, Any]:
-    sim = _simulator(state)
-    sim.reset()
-    return sim.stats.snapshot()
+    _simulator(state).reset()
+    return _snapshot(state)
+
+
+@post("/_simulator/outage", status_code=200)
+async def simulate_outage(request: Request[Any, Any, State], state: State) -> Response[Any]:
+    """Refuse connections and drop open ones for `seconds`; a call during an outage can only lengthen it."""
+    control: Outage = state.outage
+    if control.server is None:
+        return Response({"detail": "no outage possible: this app is not running under the simulator's own "
+                                   "uvicorn server (OutageServer)"}, status_code=409)  # fmt: skip
+    try:
+        seconds = json.loads(await request.body())["seconds"]
+    except (ValueError, TypeError, KeyError):
+        seconds = None
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 < seconds <= MAX_SECONDS:
+        detail = f"seconds: a number of seconds, more than 0 and at most {MAX_SECONDS}, is required"
+        return Response({"detail": detail, "field": "seconds"}, status_code=422)
+    new = control.request(seconds)
+    if new:
+        _simulator(state).stats.outages += 1
+    answer = {"outage_active": True, "seconds": seconds, "extended": not new}
+    # Started only once this answer is written, so the caller gets it before the connection drops.
+    return Response(answer, status_code=200, background=BackgroundTask(control.server.start_outage) if new else None)
 
 
 def create_simulator_app(config: SimulatorConfig) -> Litestar:
     sim = Simulator(config)
+    outage = Outage()  # OutageServer attaches itself to it; see bot/simulator/outage.py
 
     @asynccontextmanager
     async def running(app: Litestar) -> AsyncIterator[None]:
@@ -129,9 +158,9 @@ def create_simulator_app(config: SimulatorConfig) -> Litestar:
             await sim.stop()
 
     return Litestar(
-        route_handlers=[send_message, stats, reset],
+        route_handlers=[send_message, stats, reset, simulate_outage],
         lifespan=[running],
-        state=State({"simulator": sim}),
+        state=State({"simulator": sim, "outage": outage}),
         openapi_config=None,
         # Litestar's default logging config would replace the process's masking root handler (the demo runs
         # the simulator inside `serve`): `bot.logs` owns logging.

@@ -71,10 +71,13 @@ def config_from_args(settings: Settings, args: argparse.Namespace) -> SimulatorC
 
 
 def run(settings: Settings, args: argparse.Namespace) -> None:
+    import contextlib
+
     import uvicorn
 
     from bot.logs import configure_logging, uvicorn_log_config
     from bot.simulator.app import KEEP_ALIVE_SECONDS, create_simulator_app
+    from bot.simulator.outage import OutageServer
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be 1-65535, got {args.port}")
@@ -84,11 +87,17 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
     target = f"callbacks to {config.webhook}" if config.webhook else "no callbacks (no --webhook)"
     print(f"WhatsApp simulator listening on {where} (set WHATSAPP_API_URL={where}/v23.0); {target}", flush=True)
     app = create_simulator_app(config)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_config=uvicorn_log_config(),
-        access_log=False,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    server = OutageServer(
+        uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            log_config=uvicorn_log_config(),
+            access_log=False,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        ),
+        app.state.outage,
     )
+    # What uvicorn.run does around Server.run: Ctrl+C is a normal way to stop the simulator.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()

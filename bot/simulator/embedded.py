@@ -13,12 +13,13 @@ from litestar import Litestar
 
 from bot.settings import Settings
 from bot.simulator.app import KEEP_ALIVE_SECONDS
+from bot.simulator.outage import OutageServer
 from bot.simulator.phone import PHONE_NUMBER_ID, SimulatorConfig
 
 DUMMY_SECRET = "simulator-app-secret"  # noqa: S105 - a placeholder for the local simulator, not a credential
 
 
-class _QuietServer(uvicorn.Server):
+class _QuietServer(OutageServer):
     """The outer server owns SIGINT/SIGTERM; this one must not replace (then restore) its handlers."""
 
     @contextlib.contextmanager
@@ -64,9 +65,10 @@ def simulator_lifespan(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        simulator = create_simulator_app(config)
         server = _QuietServer(
             uvicorn.Config(
-                create_simulator_app(config),
+                simulator,
                 host=host,
                 port=port,
                 # No log_config/log_level: uvicorn.Config would reconfigure the process-wide uvicorn loggers
@@ -75,7 +77,8 @@ def simulator_lifespan(
                 access_log=False,
                 lifespan="on",
                 timeout_keep_alive=KEEP_ALIVE_SECONDS,
-            )
+            ),
+            simulator.state.outage,
         )
         task = asyncio.create_task(server.serve())
         while not server.started:

@@ -19,6 +19,7 @@ class Stats:
     callbacks_failed: int = 0
     callback_retries: int = 0
     replies: Counter[str] = field(default_factory=Counter)
+    outages: int = 0
 
     def record_send(self, recipient: str, key: str) -> None:
         self.accepted += 1
@@ -41,4 +42,5 @@ class Stats:
             "callback_retries": self.callback_retries,
             "replies_sent": sum(self.replies.values()),
             "replies": dict(self.replies),
+            "outages": self.outages,
         }
