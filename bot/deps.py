@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from litestar import Request
 from litestar.datastructures import State
-from litestar.di import NamedDependency, Provide
+from litestar.di import Provide
 from litestar.params import HeaderParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,13 +22,16 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
 
 async def provide_principal(
     request: Request[Any, Any, Any],
-    db_session: NamedDependency[AsyncSession],
+    state: State,
     authorization: Annotated[str | None, HeaderParameter(name="authorization", required=False)] = None,
 ) -> Principal:
-    principal = await authenticate(db_session, authorization)
-    # End the auth read so the handler starts with a clean transaction.
-    await db_session.commit()
-    return principal
+    # The lookup runs on a session of its own, closed here, never on the request's `db_session`. Litestar
+    # cleans up yield dependencies only once every dependency has resolved: when this one raises (a 401),
+    # the `db_session` generator is dropped without being closed. Had the lookup used that session, its
+    # connection would stay checked out until the garbage collector finalised the generator, often after
+    # the app's engine was disposed, and asyncpg reported the socket as unclosed.
+    async with state.sessionmaker() as session:
+        return await authenticate(session, authorization)
 
 
 DEPENDENCIES = {
