@@ -23,6 +23,7 @@ from bot.employees.controller import EmployeeController
 from bot.errors import EXCEPTION_HANDLERS
 from bot.health import health, metrics
 from bot.inbox.controller import list_messages
+from bot.ledger.tracker import TrackerSource
 from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.webhook.controller import WebhookController
@@ -57,6 +58,7 @@ def create_app(
         engine = make_engine(url)
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.trackers = TrackerSource(app.state.sessionmaker)
         app.state.embedded = embedded
         try:
             if check_schema_on_start:

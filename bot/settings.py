@@ -14,6 +14,12 @@ DEFAULT_API_URL = "https://graph.facebook.com/v23.0"
 DEFAULT_GRAPH_TIMEOUT = 10.0
 DEFAULT_HEARTBEAT = 2.0
 DEFAULT_STALE_AFTER = 30.0
+DEFAULT_RETENTION_DAYS = 365
+# A claim's lease is the Graph call's overall deadline plus this: time to start the call after the claim and to
+# write its outcome after the answer (docs/architecture.md#leases).
+LEASE_MARGIN = 3.0
+# A dispatcher must be able to miss two heartbeats (a slow transaction, a database blip) before it looks dead.
+MIN_STALE_HEARTBEATS = 3
 
 # (variable, default shown in --help, meaning). The single source for `jem-bot --help` and the README.
 ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
@@ -31,6 +37,12 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ("JEM_GRAPH_TIMEOUT", f"{DEFAULT_GRAPH_TIMEOUT:g}", "seconds to wait for Graph's answer; then `unknown`"),
     ("JEM_DISPATCHER_HEARTBEAT", f"{DEFAULT_HEARTBEAT:g}", "seconds between a dispatcher's heartbeats"),
     ("JEM_DISPATCHER_STALE_AFTER", f"{DEFAULT_STALE_AFTER:g}", "seconds of silence before a dispatcher is deemed dead"),
+    (
+        "JEM_RETENTION_DAYS",
+        f"{DEFAULT_RETENTION_DAYS}",
+        "inbound messages and their payloads older than this are purged",
+    ),
+    ("WHATSAPP_WABA_ID", "-", "the default sender's WhatsApp Business Account id"),
 )
 
 REQUIRED_WHATSAPP = (
@@ -64,6 +76,7 @@ class Settings:
     whatsapp_app_secrets: tuple[str, ...] = ()
     whatsapp_verify_token: str = ""
     whatsapp_template: Template | None = None
+    whatsapp_waba_id: str = ""
     send_rate: float = 80.0
     # Dispatcher knobs. Batch size, concurrency, poll interval and attempts are not in the environment (tests
     # and benchmarks tune them); the heartbeat, the stale-after and the Graph timeout are (JEM_DISPATCHER_*,
@@ -76,8 +89,16 @@ class Settings:
     dispatcher_heartbeat_interval: float = DEFAULT_HEARTBEAT
     # A claimer silent for this long is presumed dead; its in-flight sends become `unknown`.
     dispatcher_stale_after: float = DEFAULT_STALE_AFTER
+    # Counted only for recipient-specific refusals (pair rate); a sender-wide outage never spends them.
     max_send_attempts: int = 8
+    # The overall deadline of one Graph call; past it the send is ambiguous and its delivery `unknown`.
     graph_timeout: float = DEFAULT_GRAPH_TIMEOUT
+    retention_days: int = DEFAULT_RETENTION_DAYS
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claim holds its row: the Graph call's deadline plus LEASE_MARGIN."""
+        return self.graph_timeout + LEASE_MARGIN
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -100,12 +121,17 @@ class Settings:
         graph_timeout = _seconds(get, "JEM_GRAPH_TIMEOUT", DEFAULT_GRAPH_TIMEOUT)
         heartbeat = _seconds(get, "JEM_DISPATCHER_HEARTBEAT", DEFAULT_HEARTBEAT)
         stale_after = _seconds(get, "JEM_DISPATCHER_STALE_AFTER", DEFAULT_STALE_AFTER)
-        if heartbeat >= stale_after:
-            # Every live dispatcher would look dead between two heartbeats, and the reaper would turn its
-            # in-flight sends into `unknown`.
+        if stale_after < MIN_STALE_HEARTBEATS * heartbeat:
+            # A live dispatcher that misses a heartbeat or two (a slow transaction, a database blip) would look
+            # dead, and the reaper would turn its in-flight sends into `unknown`.
             raise ConfigError(
-                f"JEM_DISPATCHER_HEARTBEAT ({heartbeat:g} s) must be shorter than JEM_DISPATCHER_STALE_AFTER "
-                f"({stale_after:g} s)"
+                f"JEM_DISPATCHER_STALE_AFTER ({stale_after:g} s) must be at least {MIN_STALE_HEARTBEATS} times "
+                f"JEM_DISPATCHER_HEARTBEAT ({heartbeat:g} s)"
+            )
+        retention_raw = get("JEM_RETENTION_DAYS") or str(DEFAULT_RETENTION_DAYS)
+        if not retention_raw.isdigit() or not 1 <= int(retention_raw) <= 36_500:
+            raise ConfigError(
+                f"JEM_RETENTION_DAYS must be a whole number of days from 1 to 36500, got {retention_raw!r}"
             )
 
         template: Template | None = None
@@ -136,10 +162,12 @@ class Settings:
             whatsapp_app_secrets=tuple(s.strip() for s in get("WHATSAPP_APP_SECRET").split(",") if s.strip()),
             whatsapp_verify_token=get("WHATSAPP_VERIFY_TOKEN"),
             whatsapp_template=template,
+            whatsapp_waba_id=get("WHATSAPP_WABA_ID"),
             send_rate=rate,
             graph_timeout=graph_timeout,
             dispatcher_heartbeat_interval=heartbeat,
             dispatcher_stale_after=stale_after,
+            retention_days=int(retention_raw),
         )
 
     def replace(self, **changes: object) -> Settings:

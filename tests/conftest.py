@@ -16,6 +16,7 @@ from bot.app import create_app
 from bot.auth import generate_token, hash_token
 from bot.db.engine import make_engine, make_sessionmaker
 from bot.db.migrate import upgrade
+from bot.ledger.tracker import load_tracker
 from bot.settings import Settings, Template
 from tests.db import fresh_database, server_url
 from tests.graph_respx import GRAPH_MOCKER
@@ -139,3 +140,8 @@ def graph_respx() -> Iterator[respx.MockRouter]:
     """
     with respx.mock(base_url=GRAPH_URL, using=GRAPH_MOCKER) as router:
         yield router
+
+
+async def tracker_for(db: async_sessionmaker[AsyncSession], delivery_id: int) -> str:
+    """The `biz_opaque_callback_data` our dispatcher puts on a send of this delivery (this database's key)."""
+    return (await load_tracker(db)).make(delivery_id)

@@ -44,13 +44,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sqlalchemy import NullPool, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.bench.common import free_port, last_line, percentile, terminate
 from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.graph.client import SendResult
 
 MAX_EMPLOYEES = 1_000_000
 MAX_WORKERS = 16
@@ -512,18 +515,23 @@ class _TimedGraph:
         # send without its start-up. Read once, not per send: the CPU clock is a real system call.
         self.cpu_first: float | None = None
 
-    async def send_announcement(self, *, to: str, text: str, callback_data: str) -> Any:
-        return await self._timed(self._graph.send_announcement, to=to, text=text, callback_data=callback_data)
+    async def send_announcement(
+        self, *, to: str, text: str, callback_data: str, ack_payload: str | None = None
+    ) -> SendResult:
+        return await self._timed(
+            self._graph.send_announcement, to=to, text=text, callback_data=callback_data, ack_payload=ack_payload
+        )
 
-    async def send_text(self, *, to: str, text: str, callback_data: str) -> Any:
+    async def send_text(self, *, to: str, text: str, callback_data: str) -> SendResult:
         return await self._timed(self._graph.send_text, to=to, text=text, callback_data=callback_data)
 
-    async def _timed(self, send: Any, **kwargs: str) -> Any:
+    async def _timed(self, send: Any, **kwargs: str | None) -> SendResult:
         if self.cpu_first is None:
             self.cpu_first = time.process_time()
         started = time.perf_counter()
         try:
-            return await send(**kwargs)
+            result: SendResult = await send(**kwargs)
+            return result
         finally:
             self.latencies.append(time.perf_counter() - started)
 

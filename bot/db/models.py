@@ -135,6 +135,8 @@ class Delivery(Base):
         # The claim scans only due pending rows; without this partial index it is ~7x slower.
         Index("ix_delivery_pending_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
         Index("ix_delivery_sending_claimed_by", "claimed_by", postgresql_where=text("status = 'sending'")),
+        # The reaper looks for expired leases among the (few) rows being sent.
+        Index("ix_delivery_sending_lease_until", "lease_until", postgresql_where=text("status = 'sending'")),
         Index("ix_delivery_announcement_id_status", "announcement_id", "status"),
         Index("ix_delivery_employee_id", "employee_id"),
     )
@@ -151,6 +153,12 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime] = _created()
     claimed_by: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A claim holds the row until then; past it the reaper makes it `unknown`, whether its worker lives or not
+    # (docs/architecture.md#leases).
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Claims ever made on this row; never decreases, so (id, claims) names one claim, and a late outcome write
+    # of an old claim can never land on a newer one.
+    claims: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     wamid: Mapped[str | None] = mapped_column(Text, unique=True)
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_title: Mapped[str | None] = mapped_column(Text)
@@ -196,7 +204,10 @@ class WebhookEvent(Base):
 
 class InboundMessage(Base):
     __tablename__ = "inbound_message"
-    __table_args__ = (Index("ix_inbound_message_employer_id_id", "employer_id", "id"),)
+    __table_args__ = (
+        Index("ix_inbound_message_employer_id_id", "employer_id", "id"),
+        Index("ix_inbound_message_received_at", "received_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     wamid: Mapped[str] = mapped_column(Text, unique=True)
@@ -242,6 +253,9 @@ class Worker(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = _created()
     heartbeat_at: Mapped[datetime] = _created()
+    # Written by the worker with each heartbeat (heartbeat + its JEM_DISPATCHER_STALE_AFTER): every reaper judges
+    # liveness by this stored expiry, never by its own configuration.
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
@@ -253,8 +267,22 @@ class SendBudget(Base):
     phone_number_id: Mapped[str] = mapped_column(Text, primary_key=True)
     tokens: Mapped[float] = mapped_column(Double, server_default=text("0"))
     refilled_at: Mapped[datetime] = _created()
-    # 130429 from Meta: everyone waits until then.
+    # Sender-wide trouble (130429, 429, connection refused, DNS, TLS): everyone waits until then.
     backoff_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    backoff_reason: Mapped[str | None] = mapped_column(Text)
+    # Consecutive back-offs without a successful send in between: the next one waits twice as long.
+    backoff_step: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # Auth/config errors (190, 133010, 131031) pause all sending until an operator fixes the cause.
     paused_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     pause_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class ServerSecret(Base):
+    """Random keys the installation shares through its database, e.g. the one that authenticates our tracker in
+    `biz_opaque_callback_data`: every process (serve, workers) agrees without any configuration."""
+
+    __tablename__ = "server_secret"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _created()

@@ -1,4 +1,7 @@
-"""The dispatcher loop: fan out, claim (committed), send concurrently, write outcomes, reap, complete."""
+"""The dispatcher loop: fan out, claim (committed, leased), send concurrently, write outcomes, reap, complete.
+
+The faults it is built against, and what it does about each, are listed in docs/architecture.md#fault-model.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +11,18 @@ import logging
 import random
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.graph.client import SendResult
 from bot.graph.errors import AmbiguousError, NotSentError, RejectedError, SendingPausedError
-from bot.graph.retry import backoff_delay, pair_rate_delay
+from bot.graph.protocol import GraphSender
+from bot.graph.retry import pair_rate_delay
 from bot.ledger import budget, claim, completion, fanout, outcome, reaper
+from bot.ledger.tracker import Tracker, TrackerSource
+from bot.metrics import Metrics
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,10 +34,24 @@ OUTCOME_DELAY = 0.02
 OUTCOME_BATCH = 500
 # How long an account-level problem (bad token, locked account, unregistered number) stops every send.
 PAUSE_SECONDS = 60.0
-# Meta's pair rate: about one message every 6 s to the same recipient (WHATSAPP.md §6.3).
+# Meta's pair rate: about one message every 6 s to the same recipient (docs/whatsapp.md#throughput-and-pair-rate).
 PAIR_RATE_MIN_DELAY = 6.0
+# A send that failed on our side only (no free connection in our pool) is tried again after this long.
+LOCAL_RETRY_DELAY = 1.0
 # The loop retries a failed step (the database is down) after the poll interval, doubling up to this.
-MAX_LOOP_RETRY = 30.0
+MAX_LOOP_RETRY = 5.0
+# An outcome that could not be written is written again after this long, doubling up to the cap, for as long as
+# it takes: a wamid in hand is the only proof that Meta accepted a send (docs/architecture.md#outcomes).
+WRITE_RETRY_FIRST = 0.1
+WRITE_RETRY_CAP = 2.0
+# On a graceful stop, sends in flight and their outcome writes get this long to finish.
+DRAIN_SECONDS = 30.0
+
+
+def _why(exc: BaseException) -> str:
+    """A database error in one line, without the statement or its parameters (they may carry phone numbers)."""
+    orig = getattr(exc, "orig", None)
+    return type(orig if orig is not None else exc).__name__
 
 
 class _SentWriter:
@@ -38,21 +59,28 @@ class _SentWriter:
 
     The first result into an empty batch waits ``delay`` for company, then writes the whole batch; a full batch
     is written at once. Every caller returns only after its own row is written, so a finished send task still
-    means a durable outcome (`drain` relies on it). A failed write is retried (the statement is guarded, so
-    writing twice changes nothing), then reported to every caller of the batch.
+    means a durable outcome (`drain` relies on it). A write that fails is repeated until the database takes it
+    (the statement is guarded by claim number, so writing twice changes nothing).
     """
 
-    def __init__(self, sm: async_sessionmaker[AsyncSession], me: str, *, delay: float, limit: int) -> None:
-        self._sm = sm
-        self._me = me
+    def __init__(
+        self,
+        write: Callable[[list[tuple[int, int, str]]], Awaitable[None]],
+        durably: Callable[[str, Callable[[], Awaitable[object]]], Awaitable[None]],
+        *,
+        delay: float,
+        limit: int,
+    ) -> None:
+        self._write = write
+        self._durably = durably
         self._delay = delay
         self._limit = limit
-        self._batch: list[tuple[int, str, asyncio.Future[None]]] = []
+        self._batch: list[tuple[int, int, str, asyncio.Future[None]]] = []
         self.writes = 0
 
-    async def record(self, delivery_id: int, wamid: str) -> None:
+    async def record(self, delivery_id: int, claim: int, wamid: str) -> None:
         done = asyncio.get_running_loop().create_future()
-        self._batch.append((delivery_id, wamid, done))
+        self._batch.append((delivery_id, claim, wamid, done))
         if len(self._batch) >= self._limit:
             await self._flush()
         elif len(self._batch) == 1:
@@ -64,23 +92,21 @@ class _SentWriter:
         batch, self._batch = self._batch, []
         if not batch:
             return
-        error: Exception | None = None
-        for attempt in range(3):
-            if attempt:
-                await asyncio.sleep(0.2 * 4**attempt)
-            try:
-                await outcome.record_sent_many(self._sm, me=self._me, sent=[(i, w) for i, w, _ in batch])
-                error = None
-                break
-            except Exception as exc:  # the database blinked: the same guarded write is safe to repeat
-                error = exc
+        rows = [(i, c, w) for i, c, w, _ in batch]
+        try:
+            await self._durably(f"{len(rows)} accepted send(s)", lambda: self._write(rows))
+            error: BaseException | None = None
+        except BaseException as exc:  # cancelled by a hard stop: every waiter learns it
+            error = exc
         self.writes += 1
-        for _, _, done in batch:
+        for *_, done in batch:
             if not done.done():
                 if error is None:
                     done.set_result(None)
                 else:
                     done.set_exception(error)
+        if isinstance(error, asyncio.CancelledError):
+            raise error
 
 
 class Dispatcher:
@@ -88,16 +114,17 @@ class Dispatcher:
 
     `run()` is the production loop; `run_once()` is one complete pass (housekeeping, claim, completion) for tests.
     The loop claims as soon as there are both free slots and send tokens: it waits for a slot when all are busy,
-    for a claim tick when the budget is the limit, and for the poll interval only when nothing is due.
+    for a claim tick when the budget is the limit, and for the poll interval only when nothing is due. Liveness
+    (heartbeat and reaper) runs in a task of its own, so it goes on while the loop waits out a database error.
     """
 
     def __init__(
         self,
         settings: Settings,
         sessionmaker: async_sessionmaker[AsyncSession],
-        graph: Any,
+        graph: GraphSender,
         *,
-        metrics: Any = None,
+        metrics: Metrics | None = None,
         worker_id: str | None = None,
         concurrency: int | None = None,
         outcome_delay: float = OUTCOME_DELAY,
@@ -117,19 +144,28 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         # Claimed rows whose Graph call has not answered yet: what `concurrency` bounds.
         self._in_flight = 0
+        # Claimed rows whose outcome is not durable yet (the call may be over): the rows this worker is sending.
+        self._holding: set[int] = set()
+        # A claim raised: it may have committed anyway, leaving rows in `sending` that nobody sends.
+        self._orphans_possible = False
         self._rng = random.Random()
-        self._last_beat = 0.0
         self._next_housekeeping = 0.0
         self._sent = 0
         self.claims = 0  # claim transactions that returned rows (the benchmark reports claims/s)
         self.claimed = 0
         self._phone = settings.whatsapp_phone_number_id or "default"
-        self._writer = _SentWriter(sessionmaker, self.worker_id, delay=outcome_delay, limit=OUTCOME_BATCH)
+        self._trackers = TrackerSource(sessionmaker)
+        self._tracker: Tracker | None = None
+        self._writer = _SentWriter(self._write_sent, self._durably, delay=outcome_delay, limit=OUTCOME_BATCH)
 
     @property
     def outcome_writes(self) -> int:
         """Batched writes of accepted sends so far (the benchmark reports rows per write)."""
         return self._writer.writes
+
+    @property
+    def phone_number_id(self) -> str:
+        return self._phone
 
     def describe(self) -> str:
         return f"dispatcher {self.worker_id}: {self._in_flight} in flight, {self._sent} sent"
@@ -139,44 +175,77 @@ class Dispatcher:
         self._wake.set()
 
     async def run_once(self) -> int:
-        """One full pass: heartbeat and reap when due, fan out, claim and start sends, complete announcements."""
-        await self._beat_if_due()
+        """One full pass: heartbeat and reap, fan out, claim and start sends, complete announcements."""
+        await self._liveness()
         await fanout.fan_out_due(self._sm)
         rows, _ = await self._claim()
         await completion.complete_finished(self._sm)
         return rows
 
-    async def drain(self, limit: float = 30.0) -> None:
+    async def drain(self, limit: float = DRAIN_SECONDS) -> None:
         """Wait until every started send has answered and its outcome is written (or ``limit`` passes)."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=limit)
 
     async def run(self) -> None:
-        await reaper.heartbeat(self._sm, me=self.worker_id)
+        await self._durably("first heartbeat", self._liveness)
         log.info(
-            "dispatcher %s started: %d sends in flight at most, %g msg/s shared by all dispatchers",
-            self.worker_id, self._concurrency, self._settings.send_rate,
+            "dispatcher %s started: %d sends in flight at most, %g msg/s shared by all dispatchers, leases of %g s",
+            self.worker_id, self._concurrency, self._settings.send_rate, self._settings.lease_seconds,
         )  # fmt: skip
-        self._last_beat = time.monotonic()
+        beating = asyncio.create_task(self._beat_forever(), name=f"heartbeat {self.worker_id}")
         retry_in = self._settings.dispatcher_poll_interval
         try:
             while not self._stop.is_set():
                 try:
                     await self._step()
-                except Exception:
+                except Exception as exc:
                     # A database blip must not end the loop: inside `serve` nobody would notice, and every
                     # announcement would wait forever. Sends already claimed carry on meanwhile.
-                    log.exception("dispatcher %s: loop failed; retrying in %.1f s", self.worker_id, retry_in)
+                    log.warning("dispatcher %s: loop step failed (%s); retrying in %.1f s", self.worker_id, _why(exc),
+                                retry_in)  # fmt: skip
                     self._next_housekeeping = time.monotonic() + retry_in
                     await self._sleep(retry_in)
                     retry_in = min(retry_in * 2, MAX_LOOP_RETRY)
                 else:
                     retry_in = self._settings.dispatcher_poll_interval
-            await self.drain()
-            await completion.complete_finished(self._sm)
+            await self._finish()
         finally:
-            await reaper.stopped(self._sm, me=self.worker_id)
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+            with contextlib.suppress(Exception):
+                await reaper.stopped(self._sm, me=self.worker_id)
             log.info("dispatcher %s stopped after %d sends", self.worker_id, self._sent)
+
+    async def _finish(self) -> None:
+        await self.drain()
+        unfinished = [t for t in self._tasks if not t.done()]
+        if unfinished:
+            # The database stayed away for the whole drain: these outcomes are lost with this process. Their rows
+            # become `unknown` when their leases expire, and Meta's status callbacks settle those that were sent.
+            log.error("dispatcher %s: stopping with %d outcome(s) not recorded: deliveries %s", self.worker_id,
+                      len(self._holding), sorted(self._holding)[:50])  # fmt: skip
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await completion.complete_finished(self._sm)
+
+    async def _beat_forever(self) -> None:
+        while True:
+            try:
+                await self._liveness()
+            except Exception as exc:
+                log.warning("dispatcher %s: heartbeat failed (%s)", self.worker_id, _why(exc))
+            await asyncio.sleep(self._settings.dispatcher_heartbeat_interval)
+
+    async def _liveness(self) -> None:
+        """Say we are alive (until our own stale-after), then reap expired leases and silent workers' claims."""
+        await reaper.heartbeat(self._sm, me=self.worker_id, ttl=self._settings.dispatcher_stale_after)
+        reaped = await reaper.reap(self._sm)
+        if reaped:
+            log.warning("%d delivery(ies) outlived their lease or their worker: marked unknown", reaped)
 
     async def _step(self) -> None:
         if time.monotonic() >= self._next_housekeeping:
@@ -191,37 +260,51 @@ class Dispatcher:
     async def _housekeeping(self) -> None:
         # Announcement-level work, cheap to delay by a poll interval; run per claim (dozens a second) it cost
         # as many round trips as the claims themselves.
-        await self._beat_if_due()
         await fanout.fan_out_due(self._sm)
         await completion.complete_finished(self._sm)
         self._next_housekeeping = time.monotonic() + self._settings.dispatcher_poll_interval
 
-    async def _beat_if_due(self) -> None:
-        now = time.monotonic()
-        if now - self._last_beat >= self._settings.dispatcher_heartbeat_interval:
-            await reaper.heartbeat(self._sm, me=self.worker_id)
-            await reaper.reap(self._sm, stale_after=self._settings.dispatcher_stale_after)
-            self._last_beat = now
-
     async def _claim(self) -> tuple[int, float]:
         """Claim what the free slots and the budget allow and start sending it; returns (rows, seconds to pause)."""
+        if self._tracker is None:
+            self._tracker = await self._trackers.get()
+        if self._orphans_possible:
+            released = await reaper.release_orphans(self._sm, me=self.worker_id, keep=self._holding)
+            self._orphans_possible = False
+            if released:
+                log.warning("dispatcher %s: %d claimed row(s) that were never sent went back to pending",
+                            self.worker_id, len(released))  # fmt: skip
         want = min(self._settings.dispatcher_batch_size, self._concurrency - self._in_flight)
-        batch = await claim.claim_within_budget(
-            self._sm, me=self.worker_id, n=want, phone_number_id=self._phone, rate=self._settings.send_rate
-        )
+        try:
+            batch = await claim.claim_within_budget(
+                self._sm,
+                me=self.worker_id,
+                n=want,
+                phone_number_id=self._phone,
+                rate=self._settings.send_rate,
+                lease=self._settings.lease_seconds,
+            )
+        except BaseException:
+            # The claim may have committed although we saw it fail (the connection dropped during COMMIT).
+            self._orphans_possible = True
+            raise
         rows = batch.rows
         if rows:
             self.claims += 1
             self.claimed += len(rows)
+        tracker = self._tracker
         for row in rows:
             self._in_flight += 1
-            task = asyncio.create_task(self._send(row))
+            self._holding.add(row.id)
+            task = asyncio.create_task(self._send(row, tracker))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if batch.skipped:
+            log.info("%d delivery(ies) skipped at send time: the employee opted out or was deactivated", batch.skipped)
         poll = self._settings.dispatcher_poll_interval
         if batch.blocked_for > 0:  # backed off or paused: nothing can go before it ends
             return len(rows), min(poll, batch.blocked_for)
-        if len(rows) < batch.tokens:  # fewer rows due than tokens: the ledger is drained for now
+        if len(rows) + batch.skipped < batch.tokens:  # fewer rows due than tokens: the ledger is drained for now
             return len(rows), poll
         if batch.tokens < want:  # the budget is the limit: let it refill a little
             return len(rows), CLAIM_TICK
@@ -245,74 +328,116 @@ class Dispatcher:
         if self._metrics is not None:
             self._metrics.sends.labels(what).inc()
 
-    async def _send(self, row: claim.Claimed) -> None:
-        try:
-            await self._send_and_record(row)
-        except Exception:
-            # Only an outcome write can get here (every send error is classified below). The row stays
-            # `sending`; when this worker stops, the reaper makes it `unknown`, which is the truth we can prove.
-            log.exception("could not record the outcome of delivery %s", row.id)
+    async def _durably(self, what: str, write: Callable[[], Awaitable[object]]) -> None:
+        """Run ``write`` until the database takes it. Every write given here is guarded and safe to repeat."""
+        delay = WRITE_RETRY_FIRST
+        while True:
+            try:
+                await write()
+                return
+            except Exception as exc:
+                log.warning("dispatcher %s: %s not written yet (%s); trying again in %.1f s",
+                            self.worker_id, what, _why(exc), delay)  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WRITE_RETRY_CAP)
 
-    async def _call(self, row: claim.Claimed) -> SendResult:
+    async def _write_sent(self, rows: list[tuple[int, int, str]]) -> None:
+        await outcome.record_sent_many(self._sm, sent=rows, phone_number_id=self._phone)
+
+    async def _send(self, row: claim.Claimed, tracker: Tracker) -> None:
+        try:
+            await self._send_and_record(row, tracker)
+        finally:
+            self._holding.discard(row.id)
+
+    async def _call(self, row: claim.Claimed, tracker: Tracker) -> SendResult:
         res: SendResult
         try:
             if row.kind == "reply":
-                res = await self._graph.send_text(to=row.phone, text=row.text, callback_data=str(row.id))
+                res = await self._graph.send_text(to=row.phone, text=row.text, callback_data=tracker.make(row.id))
             else:
-                res = await self._graph.send_announcement(to=row.phone, text=row.text, callback_data=str(row.id))
+                res = await self._graph.send_announcement(
+                    to=row.phone, text=row.text, callback_data=tracker.make(row.id), ack_payload=f"ack:{row.id}"
+                )
             return res
         finally:
             self._in_flight -= 1
             if self._waiting_for_slot and self._concurrency - self._in_flight >= self._min_room:
                 self._wake.set()
 
-    async def _send_and_record(self, row: claim.Claimed) -> None:
-        me, sm = self.worker_id, self._sm
+    async def _send_and_record(self, row: claim.Claimed, tracker: Tracker) -> None:
+        sm, what = self._sm, f"the outcome of delivery {row.id}"
         try:
-            res = await self._call(row)
+            res = await self._call(row, tracker)
         except SendingPausedError as exc:
-            await budget.pause(sm, phone_number_id=self._phone, seconds=PAUSE_SECONDS, reason=exc.title)
+            pause = partial(budget.pause, sm, phone_number_id=self._phone, seconds=PAUSE_SECONDS, reason=exc.title)
+            await self._durably("a sender pause", pause)
             log.error("sending paused by Meta (code %s: %s); retrying in %.0f s", exc.code, exc.title, PAUSE_SECONDS)
-            await outcome.record_retry(
-                sm, id=row.id, me=me, delay=PAUSE_SECONDS, exhausted=False, code=exc.code, title=exc.title
-            )
+            retry = partial(self._retry, row, delay=PAUSE_SECONDS, spent=False, code=exc.code, title=exc.title)
+            await self._durably(what, retry)
             self._count("paused")
             return
         except NotSentError as exc:
-            if exc.scope == "recipient":
-                # Meta's pair rate is about one message per 6 s to one person: retrying this recipient sooner
-                # (4**0 = 1 s) only earns another 131056. Everyone else keeps flowing.
-                delay = max(PAIR_RATE_MIN_DELAY, pair_rate_delay(row.attempts - 1))
-            else:
-                delay = exc.retry_after or backoff_delay(row.attempts - 1, rng=self._rng)
-            if exc.scope == "global":  # 130429: everyone waits, not just this delivery
-                await budget.back_off(sm, phone_number_id=self._phone, seconds=delay)
-            await outcome.record_retry(
-                sm,
-                id=row.id,
-                me=me,
-                delay=delay,
-                exhausted=row.attempts >= self._settings.max_send_attempts,
-                code=exc.code,
-                title=exc.title,
-            )
-            self._count("retry")
+            await self._not_sent(row, exc)
             return
         except RejectedError as exc:
-            await outcome.record_failed(sm, id=row.id, me=me, code=exc.code, title=exc.title)
+            fail = partial(outcome.record_failed, sm, id=row.id, claim=row.claim, code=exc.code, title=exc.title)
+            await self._durably(what, fail)
             self._count("failed")
             return
         except AmbiguousError as exc:
             # The operator sees `unknown` in the ledger; the log says why (no phone, no wamid in the title).
             log.warning("delivery %s: %s; marked unknown, never resent automatically", row.id, exc.title)
-            await outcome.record_unknown(sm, id=row.id, me=me, code=exc.code, title=exc.title)
+            unknown = partial(outcome.record_unknown, sm, id=row.id, claim=row.claim, code=exc.code, title=exc.title)
+            await self._durably(what, unknown)
             self._count("unknown")
             return
         except Exception:  # anything else may have reached Meta: never resend it
             log.exception("unexpected send error; delivery %s marked unknown", row.id)
-            await outcome.record_unknown(sm, id=row.id, me=me, title="unexpected error while sending")
+            title = "unexpected error while sending"
+            await self._durably(what, partial(outcome.record_unknown, sm, id=row.id, claim=row.claim, title=title))
             self._count("unknown")
             return
-        await self._writer.record(row.id, res.wamid)
+        await self._writer.record(row.id, row.claim, res.wamid)
         self._sent += 1
         self._count("sent")
+
+    async def _not_sent(self, row: claim.Claimed, exc: NotSentError) -> None:
+        what = f"the outcome of delivery {row.id}"
+        retry = partial(self._retry, row, code=exc.code, title=exc.title)
+        if exc.scope == "sender":
+            # Not this recipient's problem: the whole sender waits (shared by every worker), and the attempt is
+            # given back, so an outage of any length fails nobody.
+            reason = f"{exc.title} (code {exc.code})" if exc.code is not None else exc.title
+            waits = await self._back_off(reason, exc.retry_after)
+            log.warning("sender backed off for %.1f s: %s", waits, reason)
+            await self._durably(what, partial(retry, delay=waits, spent=False))
+        elif exc.scope == "recipient":
+            if row.attempts >= self._settings.max_send_attempts:
+                fail = partial(outcome.record_failed, self._sm, id=row.id, claim=row.claim, code=exc.code,
+                               title=exc.title)  # fmt: skip
+                await self._durably(what, fail)
+                self._count("failed")
+                return
+            # Meta's pair rate is about one message per 6 s to one person: retrying this recipient sooner only
+            # earns another 131056. Everyone else keeps flowing.
+            delay = max(PAIR_RATE_MIN_DELAY, exc.retry_after or 0.0, pair_rate_delay(row.attempts - 1))
+            await self._durably(what, partial(retry, delay=delay, spent=True))
+        else:
+            await self._durably(what, partial(retry, delay=LOCAL_RETRY_DELAY, spent=False))
+        self._count("retry")
+
+    async def _back_off(self, reason: str, retry_after: float | None) -> float:
+        waits = 0.0
+
+        async def write() -> None:
+            nonlocal waits
+            waits = await budget.back_off(self._sm, phone_number_id=self._phone, reason=reason, retry_after=retry_after)
+
+        await self._durably("a sender back-off", write)
+        return waits
+
+    async def _retry(self, row: claim.Claimed, *, delay: float, spent: bool, code: int | None, title: str) -> int:
+        return await outcome.record_retry(
+            self._sm, id=row.id, claim=row.claim, delay=delay, spent=spent, code=code, title=title
+        )

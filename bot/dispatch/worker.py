@@ -14,6 +14,7 @@ from bot.settings import Settings
 if TYPE_CHECKING:
     from bot.dispatch.dispatcher import Dispatcher
     from bot.graph.client import GraphClient
+    from bot.graph.protocol import GraphSender
 
 T = TypeVar("T")
 
@@ -52,7 +53,7 @@ async def open_dispatcher(
     *,
     concurrency: int | None = None,
     metrics: Any = None,
-    wrap_graph: Callable[[GraphClient], Any] | None = None,
+    wrap_graph: Callable[[GraphClient], GraphSender] | None = None,
 ) -> AsyncIterator[Dispatcher]:
     """A Dispatcher with its own engine and Graph client, closed on exit. ``wrap_graph`` lets the benchmark
     time each send without a second code path."""
@@ -83,7 +84,7 @@ async def serve_dispatcher(
     url: str,
     *,
     concurrency: int | None = None,
-    wrap_graph: Callable[[GraphClient], Any] | None = None,
+    wrap_graph: Callable[[GraphClient], GraphSender] | None = None,
 ) -> Dispatcher:
     """Run a dispatcher until SIGTERM/SIGINT, then let it finish its in-flight sends; returns it (for its counts)."""
     async with open_dispatcher(settings, url, concurrency=concurrency, wrap_graph=wrap_graph) as d:

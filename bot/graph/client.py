@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +36,7 @@ class GraphClient:
 
     Every call either returns a SendResult (Meta returned ``messages[0].id``) or raises a GraphError
     subclass that says whether the message can have been accepted. It never retries by itself: whether
-    to retry is the ledger's decision (DESIGN.md §3).
+    to retry is the ledger's decision (docs/architecture.md#the-delivery-status-machine).
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class GraphClient:
         access_token: str,
         template: Template | None,
         metrics: Metrics | None = None,
+        deadline: float | None = None,
     ) -> None:
         self._http = http
         self._url = f"{api_url.rstrip('/')}/{phone_number_id}/messages"
@@ -56,6 +58,10 @@ class GraphClient:
         self._template = template
         self._metrics = metrics
         self._encoder = msgspec.json.Encoder()
+        # The whole call, from taking a connection to the last byte of the answer. The transport's timeouts are
+        # per step (a read timeout restarts with every byte), so a peer that trickles its answer would hold the
+        # send, and its delivery's lease, indefinitely without this.
+        self._deadline = deadline
 
     @classmethod
     def for_settings(
@@ -69,6 +75,7 @@ class GraphClient:
             access_token=settings.whatsapp_access_token,
             template=settings.whatsapp_template,
             metrics=metrics,
+            deadline=settings.graph_timeout,
         )
 
     @property
@@ -79,10 +86,17 @@ class GraphClient:
         # Never show the token.
         return f"GraphClient(url={self._url!r}, template={self._template!r})"
 
-    async def send_announcement(self, *, to: str, text: str, callback_data: str) -> SendResult:
-        """Send an announcement: the approved template when one is configured, else a plain text message."""
+    async def send_announcement(
+        self, *, to: str, text: str, callback_data: str, ack_payload: str | None = None
+    ) -> SendResult:
+        """Send an announcement: the approved template when one is configured, else a plain text message.
+
+        ``ack_payload`` is what the template's quick-reply button carries (echoed when the employee taps it).
+        """
         if self._template is not None:
-            body = template_message(to=to, template=self._template, text=text, callback_data=callback_data)
+            body = template_message(
+                to=to, template=self._template, text=text, callback_data=callback_data, ack_payload=ack_payload
+            )
         else:
             body = text_message(to=to, text=text, callback_data=callback_data)
         return await self._post(body)
@@ -96,7 +110,10 @@ class GraphClient:
         started = time.perf_counter()
         try:
             with map_transport_errors():
-                response = await self._http.post(self._parsed_url, content=content, headers=self._headers)
+                async with asyncio.timeout(self._deadline):
+                    response = await self._http.post(self._parsed_url, content=content, headers=self._headers)
+        except TimeoutError:
+            raise AmbiguousError(f"no complete answer within {self._deadline:g} s") from None
         finally:
             if self._metrics is not None:
                 self._metrics.graph_latency.observe(time.perf_counter() - started)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import httpx
 
-Scope = Literal["global", "recipient", "attempt"]
+Scope = Literal["sender", "recipient", "attempt"]
 
 
 class GraphError(Exception):
@@ -59,9 +59,14 @@ class GraphError(Exception):
 class NotSentError(GraphError):
     """Provably not accepted by Meta (the request never left, or an error envelope says so): retry later.
 
-    ``scope`` says who should back off: ``"global"`` (throughput/app/WABA throttling: every send from
-    this number slows down), ``"recipient"`` (pair rate 131056: only this recipient waits, 4**x s), or
-    ``"attempt"`` (this one attempt failed, e.g. connection refused or 131057 maintenance).
+    ``scope`` says who should back off (docs/architecture.md#fault-model):
+
+    * ``"sender"``: the condition is not this recipient's: throughput/app/WABA throttling, Graph unreachable
+      (connection refused, DNS, TLS), account maintenance. Every send from this number waits, and the attempt
+      is not counted against the recipient.
+    * ``"recipient"``: pair rate 131056. Only this recipient waits (4**x s), and the attempt counts.
+    * ``"attempt"``: only this attempt failed on our side (no free connection in our own pool); try again soon,
+      without counting it.
     """
 
     outcome = "retry"
@@ -114,11 +119,11 @@ class AmbiguousError(GraphError):
 # status or the deprecated subcode (§6.1).
 
 # Throttling of the whole number/app/WABA: everyone backs off (130429 throughput, 4 app rate, 80007 WABA).
-THROTTLE_GLOBAL_CODES: frozenset[int] = frozenset({4, 80007, 130429})
+THROTTLE_SENDER_CODES: frozenset[int] = frozenset({4, 80007, 130429})
 # Pair rate: too many messages to the same recipient; only that recipient waits (4**x seconds).
 PAIR_RATE_CODES: frozenset[int] = frozenset({131056})
-# Account in maintenance (e.g. a throughput upgrade, ≤ 1 minute): retry this message shortly.
-RETRY_ATTEMPT_CODES: frozenset[int] = frozenset({131057})
+# Account in maintenance (e.g. a throughput upgrade, ≤ 1 minute): nothing goes out from the number meanwhile.
+MAINTENANCE_CODES: frozenset[int] = frozenset({131057})
 # Meta-side "service unavailable / downtime / temporarily unavailable". With an error envelope on a 4xx
 # the message was not accepted, so everyone backs off; on a 5xx the ambiguity rule wins (see below).
 SERVICE_UNAVAILABLE_CODES: frozenset[int] = frozenset({1, 2, 131016, 133004})
@@ -147,6 +152,11 @@ def classify_error_envelope(
     """Turn a non-2xx response (status + parsed ``{"error": {...}}`` or None) into the right GraphError."""
     error = envelope.get("error") if envelope is not None else None
     code = _as_int(error.get("code")) if isinstance(error, Mapping) else None
+    if http_status == 429 and code not in PAIR_RATE_CODES:
+        # Too Many Requests, from Graph or from a proxy in front of it: a request refused for rate is not
+        # accepted, and it is the sender that is too fast, not this recipient.
+        title = _title(error) if isinstance(error, Mapping) else "HTTP 429 Too Many Requests"
+        return NotSentError(title, scope="sender", retry_after=retry_after, code=code, http_status=http_status)
     if not isinstance(error, Mapping) or code is None:
         # No parsable envelope (an HTML proxy page, an empty 502): we cannot prove Meta did not accept it.
         return AmbiguousError(f"HTTP {http_status} without a Graph error envelope", http_status=http_status)
@@ -159,25 +169,24 @@ def classify_error_envelope(
         "fbtrace_id": trace if isinstance(trace, str) else None,
     }
     # Throttling codes prove the message was not accepted even when they arrive with a 5xx status.
-    if code in THROTTLE_GLOBAL_CODES:
-        return NotSentError(title, scope="global", retry_after=retry_after, **common)
+    if code in THROTTLE_SENDER_CODES or code in MAINTENANCE_CODES:
+        return NotSentError(title, scope="sender", retry_after=retry_after, **common)
     if code in PAIR_RATE_CODES:
         return NotSentError(title, scope="recipient", retry_after=retry_after, **common)
-    if code in RETRY_ATTEMPT_CODES:
-        return NotSentError(title, scope="attempt", retry_after=retry_after, **common)
     if http_status >= 500 or code in AMBIGUOUS_CODES:
         return AmbiguousError(title, **common)
     if code in PAUSE_CODES:
         return SendingPausedError(title, **common)
     if code in SERVICE_UNAVAILABLE_CODES:
-        return NotSentError(title, scope="global", retry_after=retry_after, **common)
+        return NotSentError(title, scope="sender", retry_after=retry_after, **common)
     # REJECT_CODES and every other code that came with an envelope on a 4xx: Meta answered, and said no.
     return RejectedError(title, **common)
 
 
 # --- Transport failures ---------------------------------------------------------------------------------
-# The request never reached the server: nothing can have been accepted.
-_NEVER_SENT: tuple[type[httpx.TransportError], ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# No connection to Graph could be made (refused, DNS, TLS handshake, connect timeout): nothing was sent, and
+# nothing from this number will be until Graph is reachable again.
+_UNREACHABLE: tuple[type[httpx.TransportError], ...] = (httpx.ConnectError, httpx.ConnectTimeout)
 
 
 @contextlib.contextmanager
@@ -192,7 +201,10 @@ def map_transport_errors() -> Iterator[None]:
     except httpx.UnsupportedProtocol as exc:
         # A malformed WHATSAPP_API_URL: nothing was sent, and nothing will be until the config is fixed.
         raise SendingPausedError(f"request not sent: {exc}") from exc
-    except _NEVER_SENT as exc:
+    except _UNREACHABLE as exc:
+        raise NotSentError(f"request not sent: Graph unreachable ({type(exc).__name__})", scope="sender") from exc
+    except httpx.PoolTimeout as exc:
+        # Our own pool had no free connection in time: the request never left this process.
         raise NotSentError(f"request not sent: {type(exc).__name__}", scope="attempt") from exc
     except httpx.TransportError as exc:
         # ReadTimeout, WriteTimeout, ReadError, WriteError, RemoteProtocolError, CloseError, ProxyError…

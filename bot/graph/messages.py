@@ -27,7 +27,9 @@ def text_message(*, to: str, text: str, callback_data: str) -> dict[str, Any]:
     return {**_envelope(to, callback_data), "type": "text", "text": {"preview_url": False, "body": text}}
 
 
-def template_message(*, to: str, template: Template, text: str, callback_data: str) -> dict[str, Any]:
+def template_message(
+    *, to: str, template: Template, text: str, callback_data: str, ack_payload: str | None = None
+) -> dict[str, Any]:
     """The approved announcement template with the text as its one body parameter.
 
     Its quick-reply button (the first button, CONTRACT.md: the acknowledgement) gets the delivery id as its
@@ -45,7 +47,9 @@ def template_message(*, to: str, template: Template, text: str, callback_data: s
                     "type": "button",
                     "sub_type": "quick_reply",
                     "index": "0",
-                    "parameters": [{"type": "payload", "payload": f"{ACK_PAYLOAD_PREFIX}{callback_data}"}],
+                    "parameters": [
+                        {"type": "payload", "payload": ack_payload or f"{ACK_PAYLOAD_PREFIX}{callback_data}"}
+                    ],
                 },
             ],
         },

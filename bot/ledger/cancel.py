@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.db.queries import query
 from bot.errors import ConflictError, NotFoundError
 
 
@@ -15,25 +15,12 @@ async def cancel(session: AsyncSession, employer_id: int, announcement_id: int) 
     The announcement row is locked FOR UPDATE first; fan-out locks it the same way, so a cancel and a
     fan-out serialise and no pending row can appear after the cancel has run.
     """
-    status = (
-        await session.execute(
-            text("SELECT status FROM announcement WHERE id = :id AND employer_id = :e FOR UPDATE"),
-            {"id": announcement_id, "e": employer_id},
-        )
-    ).scalar_one_or_none()
+    params = {"id": announcement_id, "e": employer_id}
+    status = (await session.execute(query("announcement_lock"), params)).scalar_one_or_none()
     if status is None:
         raise NotFoundError("No such announcement.")
     if status not in ("scheduled", "dispatching"):
         raise ConflictError(f"Only a scheduled or dispatching announcement can be cancelled; this one is {status}.")
-    await session.execute(
-        text("UPDATE announcement SET status = 'cancelled', cancelled_at = now(), updated_at = now() WHERE id = :id"),
-        {"id": announcement_id},
-    )
-    result = await session.execute(
-        text(
-            "UPDATE delivery SET status = 'cancelled', cancelled_at = now(), updated_at = now() "
-            "WHERE announcement_id = :id AND kind = 'announcement' AND status = 'pending'"
-        ),
-        {"id": announcement_id},
-    )
+    await session.execute(query("announcement_cancel"), {"id": announcement_id})
+    result = await session.execute(query("cancel_pending"), {"id": announcement_id})
     return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,91 +1,67 @@
-"""Outcome writes: short transactions guarded by expected state and claimer; never a downgrade."""
+"""Outcome writes: short transactions naming the claim that made the call (docs/architecture.md#outcomes).
+
+Each is guarded by the row's claim number, so it is safe to repeat (a retry after the database came back
+changes nothing the first write did) and it can never land on a newer claim of the same row.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import TextClause, text
+from collections.abc import Mapping, Sequence
+
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-# Every write is guarded by (status='sending', claimed_by=me): a row the reaper or a webhook moved on is left alone.
-# Sent: many sends in one statement. Rows a status callback (or the reaper) moved on keep their status and only get
-# the wamid, as evidence; a row another worker is sending (ours was reaped, then resent) is that worker's to record.
-# Rows the first UPDATE changed are excluded from the second by `sent`: one statement may not update a row twice.
-_SENT = text(
-    """
-WITH v AS (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:wamids AS text[])) AS v(id, wamid)),
-sent AS (
-  UPDATE delivery d SET status='sent', wamid=COALESCE(d.wamid, v.wamid), sent_at=now(), updated_at=now()
-  FROM v WHERE d.id = v.id AND d.status='sending' AND d.claimed_by=:me
-  RETURNING d.id
-)
-UPDATE delivery d SET wamid = v.wamid FROM v
-WHERE d.id = v.id AND d.wamid IS NULL AND v.wamid IS NOT NULL AND d.status <> 'sending'
-  AND d.id NOT IN (SELECT id FROM sent)
-"""
-)
-_CANCELLED = text(
-    "UPDATE delivery SET status='cancelled', cancelled_at=now() "
-    "WHERE id=:id AND status='sending' AND claimed_by=:me "
-    "AND announcement_id IN (SELECT id FROM announcement WHERE status='cancelled')"
-)
-_RETRY = text(
-    "UPDATE delivery SET status='pending', claimed_by=NULL, next_attempt_at=now() + make_interval(secs => :d) "
-    "WHERE id=:id AND status='sending' AND claimed_by=:me"
-)
-_FAILED = text(
-    "UPDATE delivery SET status='failed', error_code=:c, error_title=:t, failed_at=now() "
-    "WHERE id=:id AND status='sending' AND claimed_by=:me"
-)
-# Why it is unknown is kept in error_code/error_title for the operator; a status webhook that settles the row
-# (bot.ledger.statuses) or a resend clears it.
-_UNKNOWN = text(
-    "UPDATE delivery SET status='unknown', unknown_at=now(), error_code=:c, error_title=:t "
-    "WHERE id=:id AND status='sending' AND claimed_by=:me"
-)
+from bot.db.queries import query
+from bot.ledger import budget
 
 
-async def _run(sm: async_sessionmaker[AsyncSession], stmt: TextClause, params: dict[str, object]) -> int:
+async def _run(sm: async_sessionmaker[AsyncSession], name: str, params: Mapping[str, object]) -> int:
     async with sm() as s, s.begin():
-        res = await s.execute(stmt, params)
+        res = await s.execute(query(name), params)
         return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def record_sent_many(
-    sm: async_sessionmaker[AsyncSession], *, me: str, sent: list[tuple[int, str | None]]
+    sm: async_sessionmaker[AsyncSession], *, sent: Sequence[tuple[int, int, str]], phone_number_id: str | None = None
 ) -> None:
-    """Record a batch of (delivery id, wamid) Meta accepted: one short transaction instead of one per send."""
+    """Record a batch of (delivery id, claim, wamid) Meta accepted, in one transaction.
+
+    A wamid is proof of acceptance: it moves the row to `sent` even when the lease expired before this write
+    (the row is `unknown` by then). With ``phone_number_id``, the sender's back-off escalation is reset too.
+    """
     if not sent:
         return
-    ids, wamids = [i for i, _ in sent], [w for _, w in sent]
+    params = {"ids": [i for i, _, _ in sent], "claims": [c for _, c, _ in sent], "wamids": [w for _, _, w in sent]}
     async with sm() as s, s.begin():
-        await s.execute(_SENT, {"ids": ids, "wamids": wamids, "me": me})
+        await s.execute(query("record_sent"), params)
+        if phone_number_id is not None:
+            await budget.recovered_in(s, phone_number_id=phone_number_id)
 
 
 async def record_retry(
     sm: async_sessionmaker[AsyncSession],
     *,
     id: int,
-    me: str,
+    claim: int,
     delay: float,
-    exhausted: bool,
+    spent: bool,
     code: int | None,
     title: str,
-) -> None:
-    # A cancelled announcement's retry is cancelled, not retried.
-    if await _run(sm, _CANCELLED, {"id": id, "me": me}):
-        return
-    if exhausted:
-        await record_failed(sm, id=id, me=me, code=code, title=title)
-        return
-    await _run(sm, _RETRY, {"id": id, "me": me, "d": delay})
+) -> int:
+    """Provably not accepted: pending again after ``delay`` s (cancelled if its announcement was cancelled).
+
+    ``spent`` is False for sender-wide causes and pauses: the attempt is given back to the recipient.
+    """
+    params = {"id": id, "claim": claim, "delay": delay, "spent": spent, "code": code, "title": title[:500]}
+    return await _run(sm, "record_retry", params)
 
 
 async def record_failed(
-    sm: async_sessionmaker[AsyncSession], *, id: int, me: str, code: int | None, title: str
-) -> None:
-    await _run(sm, _FAILED, {"id": id, "me": me, "c": code, "t": title[:500]})
+    sm: async_sessionmaker[AsyncSession], *, id: int, claim: int, code: int | None, title: str
+) -> int:
+    return await _run(sm, "record_failed", {"id": id, "claim": claim, "code": code, "title": title[:500]})
 
 
 async def record_unknown(
-    sm: async_sessionmaker[AsyncSession], *, id: int, me: str, title: str, code: int | None = None
-) -> None:
-    await _run(sm, _UNKNOWN, {"id": id, "me": me, "c": code, "t": title[:500]})
+    sm: async_sessionmaker[AsyncSession], *, id: int, claim: int, title: str, code: int | None = None
+) -> int:
+    return await _run(sm, "record_unknown", {"id": id, "claim": claim, "code": code, "title": title[:500]})

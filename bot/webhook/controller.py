@@ -1,8 +1,9 @@
-"""`/webhooks/whatsapp`: the Meta handshake and signed event POSTs (CONTRACT.md, webhook)."""
+"""`/webhooks/whatsapp`: the Meta handshake and signed event POSTs (docs/whatsapp.md#webhook-verification)."""
 
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from typing import Annotated, Any
 
@@ -11,12 +12,17 @@ from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, QueryParameter
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.errors import BadRequestError, PayloadTooLargeError, UnauthorizedError
+from bot.ledger.tracker import Tracker
+from bot.metrics import Metrics
 from bot.webhook import service
-from bot.webhook.payloads import decode_envelope
+from bot.webhook.payloads import Envelope, decode_envelope
 from bot.webhook.signature import verify
+
+log = logging.getLogger("jem.webhook")
 
 MAX_WEBHOOK_BYTES = 4 * 1024 * 1024
 
@@ -26,6 +32,27 @@ class ForbiddenError(UnauthorizedError):
 
     status_code = 403
     title = "Forbidden"
+
+
+# Two transactions touching the same rows in different orders can still meet (a reply's acknowledgement and a
+# status of the same delivery in two bodies): PostgreSQL aborts one of them. Nothing of it was stored, so it is
+# run again here instead of answering 500 and waiting for Meta's retry.
+RETRIES = 3
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+
+
+async def _store(session: AsyncSession, metrics: Metrics, envelope: Envelope, tracker: Tracker) -> None:
+    for attempt in range(RETRIES):
+        try:
+            await service.process(session, metrics, envelope, tracker)
+            await session.commit()
+            return
+        except DBAPIError as exc:
+            await session.rollback()
+            sqlstate = getattr(exc.orig, "sqlstate", None)
+            if sqlstate not in _RETRYABLE_SQLSTATES or attempt == RETRIES - 1:
+                raise
+            log.warning("webhook: transaction aborted (SQLSTATE %s); running it again", sqlstate)
 
 
 class WebhookController(Controller):
@@ -73,8 +100,7 @@ class WebhookController(Controller):
                 envelope = decode_envelope(body)
             except msgspec.DecodeError as exc:
                 raise BadRequestError(f"body is not a WhatsApp webhook JSON object: {exc}") from None
-            await service.process(db_session, metrics, envelope)
-            await db_session.commit()
+            await _store(db_session, metrics, envelope, await state.trackers.get())
             status = "200"
         except (PayloadTooLargeError, UnauthorizedError, BadRequestError) as exc:
             status = str(exc.status_code)

@@ -1,29 +1,27 @@
-"""One webhook body, one transaction: dedup every event, apply only the new ones (DESIGN.md §4)."""
+"""One webhook body, one transaction: dedup every event, apply only the new ones (docs/architecture.md#webhooks)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.db.queries import query
 from bot.ledger.acks import acknowledge
 from bot.ledger.replies import queue_reply
-from bot.ledger.statuses import apply_status
+from bot.ledger.statuses import StatusEvent, apply_statuses, first_error, timestamp
+from bot.ledger.tracker import Tracker
 from bot.metrics import Metrics
-from bot.phones import from_wa_id, mask_id
+from bot.phones import from_wa_id
 from bot.webhook.payloads import Envelope, Message, Status
 
 log = logging.getLogger("jem.webhook")
-
-_DEDUP = text(
-    "INSERT INTO webhook_event (key, kind, payload) VALUES (:k, :kind, CAST(:p AS jsonb)) "
-    "ON CONFLICT (key) DO NOTHING RETURNING id"
-)
 
 # The delivery a message answers: the announcement whose wamid is its `context.id`, else the one its
 # quick-reply payload names (`ack:<id>`), which only counts when that delivery went to this very phone.
@@ -70,12 +68,6 @@ def _items(value: dict[str, Any], name: str) -> list[Any]:
     return items if isinstance(items, list) else [items]
 
 
-async def _new(session: AsyncSession, metrics: Metrics, key: str, kind: str, item: Any) -> bool:
-    new = (await session.execute(_DEDUP, {"k": key, "kind": kind, "p": json.dumps(item)})).scalar() is not None
-    metrics.webhook_events.labels(kind, "new" if new else "duplicate").inc()
-    return new
-
-
 def _convert(raw: Any, kind: type[Message] | type[Status]) -> Any:
     """The typed view of one event, or None when its shape is not one we know (it is still stored)."""
     if not isinstance(raw, dict):
@@ -86,45 +78,91 @@ def _convert(raw: Any, kind: type[Message] | type[Status]) -> Any:
         return None
 
 
-async def process(session: AsyncSession, metrics: Metrics, envelope: Envelope) -> None:
+@dataclass(slots=True)
+class _Event:
+    key: str
+    kind: str
+    raw: Any
+    typed: Status | Message | None = None
+
+
+def _events(envelope: Envelope) -> list[_Event]:
+    """Every event of the body, whatever its kind: each is stored once, and the ones we act on are typed."""
+    events: list[_Event] = []
     for entry in envelope.entry or []:
         for change in entry.changes or []:
             value = change.value
             if change.field != "messages" or not isinstance(value, dict):
                 # Kinds we do not act on (user_preferences, template updates, ...): kept once, counted.
-                await _new(session, metrics, _hash_key("ev", [change.field, value]), change.field or "unknown", value)
+                events.append(_Event(_hash_key("ev", [change.field, value]), change.field or "unknown", value))
                 continue
             for raw in _items(value, "statuses"):
-                await _status(session, metrics, raw)
+                st: Status | None = _convert(raw, Status)
+                key = f"st:{st.id}:{st.status}" if st is not None and st.id and st.status else _hash_key("st", raw)
+                events.append(_Event(key, "status", raw, st))
             for raw in _items(value, "messages"):
-                await _message(session, metrics, raw)
+                msg: Message | None = _convert(raw, Message)
+                key = f"msg:{msg.id}" if msg is not None and msg.id else _hash_key("msg", raw)
+                events.append(_Event(key, "message", raw, msg))
             for raw in _items(value, "errors"):
-                await _new(session, metrics, _hash_key("err", raw), "error", raw)
+                events.append(_Event(_hash_key("err", raw), "error", raw))
             for name in sorted(value.keys() - _KNOWN_VALUE_KEYS):
-                await _new(session, metrics, _hash_key("ev", [name, value[name]]), f"messages.{name}", value[name])
+                events.append(_Event(_hash_key("ev", [name, value[name]]), f"messages.{name}", value[name]))
+    return events
 
 
-async def _status(session: AsyncSession, metrics: Metrics, raw: Any) -> None:
-    st: Status | None = _convert(raw, Status)
-    key = f"st:{st.id}:{st.status}" if st is not None and st.id and st.status else _hash_key("st", raw)
-    if not await _new(session, metrics, key, "status", raw) or st is None:
+async def process(session: AsyncSession, metrics: Metrics, envelope: Envelope, tracker: Tracker) -> None:
+    """Store every event of the body once and apply the new ones, in a fixed order (docs/architecture.md#webhooks).
+
+    The caller commits: the 200 goes out only after everything here is durable.
+    """
+    events = _events(envelope)
+    if not events:
         return
-    result = await apply_status(
-        session,
-        wamid=st.id,
-        status=st.status or "",
-        timestamp=st.timestamp,
-        callback_data=st.biz_opaque_callback_data,
-        errors=st.errors,
+    new = set(
+        (
+            await session.execute(
+                query("webhook_dedup"),
+                {
+                    "keys": [e.key for e in events],
+                    "kinds": [e.kind for e in events],
+                    "payloads": [json.dumps(e.raw) for e in events],
+                },
+            )
+        ).scalars()
     )
-    if result == "unmatched":
-        log.info("status for an unknown message %s", mask_id(st.id or ""))
+    fresh: list[_Event] = []
+    for event in events:
+        is_new = event.key in new
+        new.discard(event.key)  # the same event twice in one body: the second one is a duplicate
+        metrics.webhook_events.labels(event.kind, "new" if is_new else "duplicate").inc()
+        if is_new and event.typed is not None:
+            fresh.append(event)
+
+    statuses = [
+        StatusEvent(
+            wamid=st.id,
+            status=st.status,
+            at=timestamp(st.timestamp),
+            tracked_id=tracker.parse(st.biz_opaque_callback_data),
+            error_code=code,
+            error_title=title,
+        )
+        for e in fresh
+        if isinstance(st := e.typed, Status) and st.id and st.status
+        for code, title in [first_error(st.errors)]
+    ]
+    matched = await apply_statuses(session, statuses)
+    if len(statuses) > len(matched):
+        log.info("%d status(es) for messages that are not ours or not known", len(statuses) - len(matched))
+
+    for event in sorted((e for e in fresh if isinstance(e.typed, Message)), key=lambda e: e.key):
+        await _message(session, event)
 
 
-async def _message(session: AsyncSession, metrics: Metrics, raw: Any) -> None:
-    msg: Message | None = _convert(raw, Message)
-    key = f"msg:{msg.id}" if msg is not None and msg.id else _hash_key("msg", raw)
-    if not await _new(session, metrics, key, "message", raw) or msg is None or not msg.id or not msg.from_:
+async def _message(session: AsyncSession, event: _Event) -> None:
+    msg = event.typed
+    if not isinstance(msg, Message) or not msg.id or not msg.from_:
         return
     phone = from_wa_id(msg.from_)
     row = (
@@ -137,7 +175,7 @@ async def _message(session: AsyncSession, metrics: Metrics, raw: Any) -> None:
                 "text": msg.shown_text,
                 "ctx": msg.context.id if msg.context else None,
                 "ack": msg.acked_delivery_id,
-                "p": json.dumps(raw),
+                "p": json.dumps(event.raw),
             },
         )
     ).first()

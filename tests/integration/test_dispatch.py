@@ -22,7 +22,9 @@ class FakeGraph:
         self.sent: Counter[str] = Counter()
         self.fail = fail or {}
 
-    async def send_announcement(self, *, to: str, text: str, callback_data: str) -> SendResult:
+    async def send_announcement(
+        self, *, to: str, text: str, callback_data: str, ack_payload: str | None = None
+    ) -> SendResult:
         await asyncio.sleep(0.001)
         if to in self.fail:
             raise self.fail[to]
@@ -116,17 +118,57 @@ async def test_outcome_classes(db: Any, tenant: Any, settings: Settings) -> None
 async def test_reaper_stale_claimer_unknown_live_untouched(db: Any, tenant: Any) -> None:
     await seed(db, tenant.employer_id, 2)
     await fanout.fan_out_due(db)
-    await reaper.heartbeat(db, me="live")
+    await reaper.heartbeat(db, me="live", ttl=30)
+    lease = "now() + interval '1 minute'"
     async with db() as s, s.begin():
-        await s.execute(text("UPDATE delivery SET status='sending', claimed_by='live' WHERE id=1"))
-        await s.execute(text("UPDATE delivery SET status='sending', claimed_by='dead' WHERE id=2"))
-    assert await reaper.reap(db, stale_after=30) == 1
+        await s.execute(
+            text(f"UPDATE delivery SET status='sending', claimed_by='live', lease_until={lease} WHERE id=1")
+        )
+        await s.execute(
+            text(f"UPDATE delivery SET status='sending', claimed_by='dead', lease_until={lease} WHERE id=2")
+        )
+    assert await reaper.reap(db) == 1
     async with db() as s:
         rows = dict((await s.execute(text("SELECT id, status FROM delivery"))).all())
     assert rows == {1: "sending", 2: "unknown"}
     async with db() as s:
         reason = (await s.execute(text("SELECT error_title FROM delivery WHERE id=2"))).scalar_one()
     assert "stopped" in reason
+
+
+async def test_an_expired_lease_is_reaped_although_its_worker_is_alive(db: Any, tenant: Any) -> None:
+    """The worker heartbeats, but its claim outlived the lease (its outcome write was lost): `unknown`."""
+    await seed(db, tenant.employer_id, 2)
+    await fanout.fan_out_due(db)
+    await reaper.heartbeat(db, me="live", ttl=30)
+    async with db() as s, s.begin():
+        for did, lease in ((1, "- interval '1 s'"), (2, "+ interval '1 min'")):
+            await s.execute(
+                text(f"UPDATE delivery SET status='sending', claimed_by='live', lease_until=now() {lease} WHERE id=:i"),
+                {"i": did},
+            )
+    assert await reaper.reap(db) == 1
+    async with db() as s:
+        rows = dict((await s.execute(text("SELECT id, status FROM delivery"))).all())
+        reason = (await s.execute(text("SELECT error_title FROM delivery WHERE id=1"))).scalar_one()
+    assert rows == {1: "unknown", 2: "sending"}
+    assert "lease" in reason
+
+
+async def test_liveness_is_judged_by_the_expiry_the_worker_stored_not_by_the_reaper(db: Any, tenant: Any) -> None:
+    """A worker that heartbeats every 0.1 s with a 0.3 s expiry looks dead 0.3 s after its last beat to every
+    reaper, whatever that reaper's own configuration."""
+    await seed(db, tenant.employer_id, 1)
+    await fanout.fan_out_due(db)
+    await reaper.heartbeat(db, me="quick", ttl=0.3)
+    async with db() as s, s.begin():
+        await s.execute(
+            text("UPDATE delivery SET status='sending', claimed_by='quick', lease_until=now() + interval '1 min'")
+        )
+    assert await reaper.reap(db) == 0
+    async with db() as s, s.begin():
+        await s.execute(text("UPDATE worker SET expires_at = now() - interval '1 ms' WHERE id = 'quick'"))
+    assert await reaper.reap(db) == 1
 
 
 async def test_rate_budget_shared_by_workers_stays_within_cap(db: Any) -> None:

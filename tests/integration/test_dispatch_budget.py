@@ -31,7 +31,9 @@ class QuickGraph:
     def __init__(self) -> None:
         self.sent = 0
 
-    async def send_announcement(self, *, to: str, text: str, callback_data: str) -> SendResult:
+    async def send_announcement(
+        self, *, to: str, text: str, callback_data: str, ack_payload: str | None = None
+    ) -> SendResult:
         await asyncio.sleep(0.001)
         self.sent += 1
         return SendResult(wamid=f"wamid.{callback_data}", wa_id=to.lstrip("+"), message_status=None)
@@ -143,14 +145,14 @@ async def test_tokens_a_claim_cannot_use_go_back_to_the_bucket(db: Db, tenant: T
     await fanout.fan_out_due(db)
     await set_bucket(db, phone, full)
 
-    batch = await claim.claim_within_budget(db, me="w1", n=int(full), phone_number_id=phone, rate=rate)
+    batch = await claim.claim_within_budget(db, me="w1", n=int(full), phone_number_id=phone, rate=rate, lease=10)
     assert (len(batch.rows), batch.tokens) == (3, int(full))
     # Three tokens were used; the rest are back (the bucket also refilled a little meanwhile, up to full).
     assert full - 3 <= await tokens_now(db, phone) <= full
 
     # An idle dispatcher polling an empty ledger takes nothing away from the others.
     for _ in range(5):
-        idle = await claim.claim_within_budget(db, me="w2", n=int(full), phone_number_id=phone, rate=rate)
+        idle = await claim.claim_within_budget(db, me="w2", n=int(full), phone_number_id=phone, rate=rate, lease=10)
         assert idle.rows == []
     assert await tokens_now(db, phone) >= full - 3
 
@@ -164,12 +166,12 @@ async def test_a_claim_that_fails_takes_no_tokens(
     class Boom(Exception):
         pass
 
-    async def broken_claim_in(session: AsyncSession, *, me: str, n: int) -> Any:
+    async def broken_claim_in(session: AsyncSession, *, me: str, n: int, lease: float) -> Any:
         raise Boom
 
     monkeypatch.setattr(claim, "claim_in", broken_claim_in)
     with pytest.raises(Boom):
-        await claim.claim_within_budget(db, me="w1", n=20, phone_number_id=phone, rate=100.0)
+        await claim.claim_within_budget(db, me="w1", n=20, phone_number_id=phone, rate=100.0, lease=10)
     assert await tokens_now(db, phone) == 50  # rolled back with the claim: the bucket is as it was
 
 

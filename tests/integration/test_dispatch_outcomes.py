@@ -25,7 +25,7 @@ from bot.ledger import outcome
 from bot.ledger.cancel import cancel
 from bot.ledger.replies import queue_reply
 from bot.settings import Settings
-from tests.conftest import Tenant
+from tests.conftest import Tenant, tracker_for
 
 Db = async_sessionmaker[AsyncSession]
 Answer = Callable[[dict[str, Any]], Awaitable[httpx.Response]]
@@ -265,7 +265,8 @@ async def test_account_errors_pause_sending_for_everyone_without_failing_anyone(
     assert b.pause_reason == "Our account cannot send"
     for i in range(3):
         row = await row_of(db, phone(i))
-        assert row.error_code is None
+        # The attempt is given back (a pause never uses up a recipient's attempts), and the operator sees why.
+        assert (row.attempts, row.error_code, row.error_title) == (0, code, "Our account cannot send")
         assert 55.0 < row.due_in <= 60.0
     # Even rows that are due (and new work) wait for the pause: nothing is claimed, nothing is sent.
     await make_due(db)
@@ -291,7 +292,8 @@ async def test_throughput_limit_backs_everyone_off(
     b = await budget_row(db, settings)
     assert 25.0 < b.backoff_in <= 30.0
     first = await row_of(db, phone(0))
-    assert (first.status, first.attempts) == ("pending", 1)
+    # Throttling is the sender's, not the recipient's: the attempt is given back, the reason kept.
+    assert (first.status, first.attempts, first.error_code) == ("pending", 0, 130429)
     assert 25.0 < first.due_in <= 30.0
     # The other three were due all along, and still nobody sends until the back-off ends.
     assert await d.run_once() == 0
@@ -302,14 +304,15 @@ async def test_throughput_limit_backs_everyone_off(
 async def test_retries_that_run_out_fail_with_the_graph_error(
     db: Db, tenant: Tenant, settings: Settings, stub: GraphStub, graph: GraphClient
 ) -> None:
+    """Only recipient-specific refusals (pair rate) spend a recipient's attempts."""
     await seed(db, tenant.employer_id, 2)
 
-    async def maintenance_for_one(body: dict[str, Any]) -> httpx.Response:
+    async def pair_rate_for_one(body: dict[str, Any]) -> httpx.Response:
         if body["to"] == phone(1):
-            return graph_error(400, 131057, "Business account is in maintenance mode")
+            return graph_error(400, 131056, "Too many messages to this recipient")
         return accepted(body)
 
-    stub.answer = maintenance_for_one
+    stub.answer = pair_rate_for_one
     d = Dispatcher(settings.replace(max_send_attempts=3), db, graph, worker_id="w1")
     for attempt in (1, 2):
         await d.run_once()
@@ -321,8 +324,8 @@ async def test_retries_that_run_out_fail_with_the_graph_error(
     await d.drain()
 
     row = await row_of(db, phone(1))
-    assert (row.status, row.attempts, row.error_code) == ("failed", 3, 131057)
-    assert row.error_title == "Business account is in maintenance mode"
+    assert (row.status, row.attempts, row.error_code) == ("failed", 3, 131056)
+    assert row.error_title == "Too many messages to this recipient"
     assert stub.sends_to(phone(1)) == 3
     assert stub.sends_to(phone(0)) == 1
     await make_due(db)
@@ -355,43 +358,53 @@ async def test_bot_replies_are_claimed_and_sent_exactly_once_as_text(
         rows = (await s.execute(text("SELECT id, kind, status, body, wamid FROM delivery ORDER BY id"))).all()
     assert [(r.kind, r.status) for r in rows] == [("reply", "sent"), ("reply", "sent")]
     assert sorted((b["type"], b["text"]["body"], b["biz_opaque_callback_data"]) for b in stub.requests) == sorted(
-        ("text", r.body, str(r.id)) for r in rows
+        [("text", r.body, await tracker_for(db, r.id)) for r in rows]
     )
     assert all(b["to"] == phone(7) for b in stub.requests)
-    assert [r.wamid for r in rows] == [f"wamid.{r.id}" for r in rows]
+    assert [r.wamid for r in rows] == [f"wamid.{await tracker_for(db, r.id)}" for r in rows]
 
 
-async def test_batched_sent_outcomes_are_guarded_by_status_and_claimer(db: Db, tenant: Tenant) -> None:
-    aid = await seed(db, tenant.employer_id, 4)
+async def test_batched_sent_outcomes_are_guarded_by_claim_and_evidence_wins(db: Db, tenant: Tenant) -> None:
+    """A wamid is proof: it settles our own claim, a row reaped to `unknown` meanwhile, and fills in a row a status
+    moved on; only a row a newer claim is sending right now is left to that claim."""
+    aid = await seed(db, tenant.employer_id, 5)
     async with db() as s, s.begin():
         await s.execute(
             text(
-                "INSERT INTO delivery (employer_id, announcement_id, employee_id, status, claimed_by) "
-                "SELECT :e, :a, id, CASE id % 4 WHEN 0 THEN 'sending' WHEN 1 THEN 'sending' "
-                "WHEN 2 THEN 'delivered' ELSE 'unknown' END, CASE id % 4 WHEN 1 THEN 'other' ELSE 'me' END "
+                "INSERT INTO delivery (employer_id, announcement_id, employee_id, status, claimed_by, claims, "
+                "attempts) SELECT :e, :a, id, CASE id % 5 WHEN 0 THEN 'sending' WHEN 1 THEN 'sending' "
+                "WHEN 2 THEN 'delivered' WHEN 3 THEN 'unknown' ELSE 'pending' END, "
+                "CASE id % 5 WHEN 1 THEN 'other' ELSE 'me' END, CASE id % 5 WHEN 1 THEN 2 ELSE 1 END, 1 "
                 "FROM employee"
             ),
             {"e": tenant.employer_id, "a": aid},
         )
-        ids = dict((await s.execute(text("SELECT employee_id % 4, id FROM delivery"))).all())
+        ids = dict((await s.execute(text("SELECT employee_id % 5, id FROM delivery"))).all())
 
-    await outcome.record_sent_many(db, me="me", sent=[(ids[k], f"wamid.{k}") for k in range(4)])
+    await outcome.record_sent_many(db, sent=[(ids[k], 1, f"wamid.{k}") for k in range(5)])
 
     async with db() as s:
         rows = {
             r.k: (r.status, r.wamid, r.sent)
             for r in (
                 await s.execute(
-                    text("SELECT employee_id % 4 AS k, status, wamid, sent_at IS NOT NULL AS sent FROM delivery")
+                    text("SELECT employee_id % 5 AS k, status, wamid, sent_at IS NOT NULL AS sent FROM delivery")
                 )
             ).all()
         }
     assert rows == {
-        0: ("sent", "wamid.0", True),  # ours, still sending: recorded
-        1: ("sending", None, False),  # another worker is sending it: untouched
+        0: ("sent", "wamid.0", True),  # our claim, still sending: recorded
+        1: ("sending", None, False),  # a newer claim (2) is sending it: its own outcome decides
         2: ("delivered", "wamid.2", False),  # a status callback got there first: status kept, wamid filled in
-        3: ("unknown", "wamid.3", False),  # reaped meanwhile: stays unknown, the wamid is the evidence
+        3: ("sent", "wamid.3", True),  # reaped after its lease: the late wamid proves it was sent
+        4: ("sent", "wamid.4", True),  # even queued again by resend-unknown: it is never sent twice
     }
+
+    # Writing the same batch again (the first COMMIT's answer was lost) changes nothing.
+    await outcome.record_sent_many(db, sent=[(ids[k], 1, f"wamid.{k}x") for k in range(5)])
+    async with db() as s:
+        again = dict((await s.execute(text("SELECT employee_id % 5, wamid FROM delivery"))).all())
+    assert again == {0: "wamid.0", 1: None, 2: "wamid.2", 3: "wamid.3", 4: "wamid.4"}
 
 
 async def heartbeats(db: Db, worker_id: str) -> int:
@@ -436,4 +449,4 @@ async def test_a_database_outage_does_not_end_the_dispatch_loop(
         d.stop()
         await asyncio.wait_for(task, timeout=10)
     assert await statuses(db) == Counter({"sent": 20})
-    assert "loop failed; retrying" in caplog.text
+    assert "loop step failed (ConnectionRefusedError); retrying" in caplog.text

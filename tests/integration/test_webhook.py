@@ -15,7 +15,7 @@ from bot.app import create_app
 from bot.maintenance import purge_webhook_events
 from bot.settings import Settings
 from bot.webhook.signature import sign
-from tests.conftest import APP_SECRET, VERIFY_TOKEN, Tenant
+from tests.conftest import APP_SECRET, VERIFY_TOKEN, Tenant, tracker_for
 
 # Copies of ../shared/whatsapp-payloads kept in the repository: the suite must run from a fresh clone alone.
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "whatsapp-payloads"
@@ -244,14 +244,14 @@ async def test_failure_before_commit_is_5xx_and_stores_nothing(
     did = await _delivery(db, tenant, "sent", "wamid.F")
     inbound = json.loads(_inbound_text("wamid.F-IN", "hello"))
     statuses = json.loads(_status("wamid.F", "delivered", 1760000000))
-    # One body, two changes: the inbound message is written first, then the status fails.
+    # One body, two changes: every event's dedup key is written first, then applying the status fails.
     inbound["entry"][0]["changes"] += statuses["entry"][0]["changes"]
     body = json.dumps(inbound).encode()
 
     async def broken(*args: object, **kwargs: object) -> str:
         raise ConnectionResetError("database went away mid-request")
 
-    monkeypatch.setattr("bot.webhook.service.apply_status", broken)
+    monkeypatch.setattr("bot.webhook.service.apply_statuses", broken)
     r = await client.post(URL, content=body, headers=signed(body))
     assert r.status_code == 500
     assert "database went away" not in r.text  # no internals in the answer
@@ -384,8 +384,8 @@ async def _delivery(db: async_sessionmaker[AsyncSession], tenant: Tenant, status
         return (
             await s.execute(
                 text(
-                    "INSERT INTO delivery (employer_id, announcement_id, employee_id, kind, status, wamid) "
-                    "VALUES (:e, :a, :m, 'announcement', :st, :w) RETURNING id"
+                    "INSERT INTO delivery (employer_id, announcement_id, employee_id, kind, status, wamid, attempts, "
+                    "claims) VALUES (:e, :a, :m, 'announcement', :st, :w, 1, 1) RETURNING id"
                 ),
                 {"e": tenant.employer_id, "a": ann, "m": emp, "st": status, "w": wamid},
             )
@@ -415,12 +415,61 @@ async def test_unknown_delivery_resolved_by_callback_data(
     did = await _delivery(db, tenant, "unknown", None)
     async with db() as s, s.begin():
         await s.execute(text("UPDATE delivery SET error_title='read timeout' WHERE id=:i"), {"i": did})
-    body = _status("wamid.B", "delivered", 1760000000, str(did))
+    body = _status("wamid.B", "delivered", 1760000000, await tracker_for(db, did))
     assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
     async with db() as s:
         row = (await s.execute(text("SELECT status, wamid, error_title FROM delivery WHERE id=:i"), {"i": did})).one()
     # Settled: the reason it was unknown no longer applies.
     assert tuple(row) == ("delivered", "wamid.B", None)
+
+
+async def _row(db: async_sessionmaker[AsyncSession], did: int) -> tuple[str, str | None]:
+    async with db() as s:
+        row = (await s.execute(text("SELECT status, wamid FROM delivery WHERE id=:i"), {"i": did})).one()
+    return row[0], row[1]
+
+
+async def test_another_apps_callback_data_never_moves_our_delivery(
+    client: AsyncTestClient[Litestar], db: async_sessionmaker[AsyncSession], tenant: Tenant
+) -> None:
+    """Another integration on the same number puts its own data in biz_opaque_callback_data; a bare id such as
+    "2", a tracker with a wrong MAC, or one for a different delivery must match nothing."""
+    did = await _delivery(db, tenant, "unknown", None)
+    genuine = await tracker_for(db, did)
+    forged = genuine[:-1] + ("0" if genuine[-1] != "0" else "1")
+    other = await tracker_for(db, did + 1)
+    for i, callback in enumerate([str(did), f"jem:{did}", forged, other, f"{genuine}x", genuine.upper()]):
+        body = _status(f"wamid.OTHER{i}", "read", 1760000000, callback)
+        assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
+        assert await _row(db, did) == ("unknown", None), callback
+
+
+async def test_our_tracker_matches_only_a_delivery_we_actually_sent(
+    client: AsyncTestClient[Litestar], db: async_sessionmaker[AsyncSession], tenant: Tenant
+) -> None:
+    """A genuine tracker on a row never sent (attempts 0, pending) or already settled matches nothing."""
+    did = await _delivery(db, tenant, "pending", None)
+    async with db() as s, s.begin():
+        await s.execute(text("UPDATE delivery SET attempts = 0, claims = 0 WHERE id = :i"), {"i": did})
+    body = _status("wamid.NEVER", "read", 1760000000, await tracker_for(db, did))
+    assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
+    assert await _row(db, did) == ("pending", None)
+
+    async with db() as s, s.begin():
+        await s.execute(text("UPDATE delivery SET status = 'sent', wamid = 'wamid.FIRST' WHERE id = :i"), {"i": did})
+    body = _status("wamid.SECOND", "read", 1760000000, await tracker_for(db, did))
+    assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
+    assert await _row(db, did) == ("sent", "wamid.FIRST")
+
+
+async def test_a_status_carrying_our_tracker_settles_a_send_still_in_flight(
+    client: AsyncTestClient[Litestar], db: async_sessionmaker[AsyncSession], tenant: Tenant
+) -> None:
+    """Meta's `sent` status can beat the answer to our own request: it is proof, so the row is `sent`."""
+    did = await _delivery(db, tenant, "sending", None)
+    body = _status("wamid.EARLY", "sent", 1760000000, await tracker_for(db, did))
+    assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200
+    assert await _row(db, did) == ("sent", "wamid.EARLY")
 
 
 def _inbound(wamid: str, *, body: str | None = None, context: str | None = None) -> bytes:
@@ -601,7 +650,7 @@ async def test_trackers_and_error_codes_we_did_not_write_never_fail_the_body(
     for i, callback in enumerate(["²", "١", "9" * 30, "-1", f"{did}.0"]):
         body = _status(f"wamid.X{i}", "delivered", 1760000000, callback)
         assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200, callback
-    failed = json.loads(_status("wamid.Y", "failed", 1760000000, str(did)))
+    failed = json.loads(_status("wamid.Y", "failed", 1760000000, await tracker_for(db, did)))
     failed["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"] = [{"code": 2**40, "title": "New"}]
     body = json.dumps(failed).encode()
     assert (await client.post(URL, content=body, headers=signed(body))).status_code == 200

@@ -270,7 +270,9 @@ class _FakeGraph:
         self.sent: Counter[tuple[str, str]] = Counter()
         self.texts: list[tuple[str, str]] = []
 
-    async def send_announcement(self, *, to: str, text: str, callback_data: str) -> SendResult:
+    async def send_announcement(
+        self, *, to: str, text: str, callback_data: str, ack_payload: str | None = None
+    ) -> SendResult:
         self.sent[(to, "announcement")] += 1
         return SendResult(wamid=f"wamid.out-{callback_data}", wa_id=to.lstrip("+"), message_status=None)
 

@@ -214,7 +214,7 @@ async def test_respx_side_effects_map_like_real_transport_errors() -> None:
         mock.post(f"/{PHONE_ID}/messages").mock(side_effect=httpx.ConnectError)
         with pytest.raises(NotSentError) as caught:
             await make_graph(http).send_text(to="+1", text="x", callback_data="1")
-    assert caught.value.scope == "attempt"
+    assert caught.value.scope == "sender"
 
 
 async def test_the_http_client_neither_stores_nor_sends_cookies() -> None:

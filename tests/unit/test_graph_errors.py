@@ -53,7 +53,7 @@ async def send_expecting(response: httpx.Response | Exception) -> GraphError:
 
 @pytest.mark.parametrize(
     ("code", "scope"),
-    [(130429, "global"), (4, "global"), (80007, "global"), (131056, "recipient"), (131057, "attempt")],
+    [(130429, "sender"), (4, "sender"), (80007, "sender"), (131056, "recipient"), (131057, "sender")],
 )
 @pytest.mark.parametrize("status", [400, 429, 500, 503])
 async def test_throttling_codes_are_not_sent_with_their_scope_whatever_the_http_status(
@@ -158,10 +158,27 @@ async def test_unknown_error_131000_is_ambiguous_even_on_4xx() -> None:
 
 
 @pytest.mark.parametrize("code", [1, 2, 131016, 133004])
-async def test_service_unavailable_codes_on_4xx_are_not_sent_globally(code: int) -> None:
+async def test_service_unavailable_codes_on_4xx_are_not_sent_sender_wide(code: int) -> None:
     error = await send_expecting(httpx.Response(400, json=envelope(code)))
     assert type(error) is NotSentError
-    assert error.scope == "global"
+    assert error.scope == "sender"
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(429, text="Too Many Requests"),
+        httpx.Response(429, content=b""),
+        httpx.Response(429, json={"error": {"message": "slow down"}}),
+        httpx.Response(429, json=envelope(999999)),
+    ],
+)
+async def test_http_429_without_a_known_graph_code_backs_the_whole_sender_off(response: httpx.Response) -> None:
+    """A 429 from Graph or a proxy in front of it was refused for rate: not accepted, and the sender's fault."""
+    error = await send_expecting(response)
+    assert type(error) is NotSentError
+    assert error.scope == "sender"
+    assert error.http_status == 429
 
 
 @pytest.mark.parametrize(
@@ -204,15 +221,22 @@ async def test_2xx_with_a_non_json_body_is_ambiguous() -> None:
 # --- transport failures ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "exc",
-    [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow connect"), httpx.PoolTimeout("pool full")],
-)
-async def test_failures_before_the_connection_exists_are_not_sent_for_this_attempt(exc: Exception) -> None:
+@pytest.mark.parametrize("exc", [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow connect")])
+async def test_graph_unreachable_is_not_sent_and_backs_the_whole_sender_off(exc: Exception) -> None:
+    """Connection refused, DNS and TLS failures, connect timeouts: nothing left, and nothing from this number
+    will reach Graph either, so it is the sender that waits, not the recipient."""
+    error = await send_expecting(exc)
+    assert type(error) is NotSentError
+    assert error.scope == "sender"
+    assert error.code is None
+    assert error.__cause__ is exc
+
+
+async def test_no_free_connection_in_our_own_pool_is_not_sent_for_this_attempt_only() -> None:
+    exc = httpx.PoolTimeout("pool full")
     error = await send_expecting(exc)
     assert type(error) is NotSentError
     assert error.scope == "attempt"
-    assert error.code is None
     assert error.__cause__ is exc
 
 

@@ -144,7 +144,7 @@ async def test_connection_refused_is_not_sent() -> None:
     async with make_http_client(settings(url)) as http:
         with pytest.raises(NotSentError) as caught:
             await graph_for(http, url).send_text(to="+1", text="x", callback_data="1")
-    assert caught.value.scope == "attempt"
+    assert caught.value.scope == "sender"
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
 
 
@@ -216,7 +216,7 @@ async def test_waiting_too_long_for_a_pooled_connection_is_not_sent() -> None:
                 await graph.send_text(to="+1", text="second", callback_data="2")
             release.set()
             assert (await busy).wamid == "wamid.REAL"
-    assert caught.value.scope == "attempt"
+    assert caught.value.scope == "sender"
     assert isinstance(caught.value.__cause__, httpx.ConnectTimeout)
 
 

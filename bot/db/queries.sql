@@ -1,0 +1,422 @@
+-- The delivery ledger's SQL: every statement that moves a delivery, by name (loaded by bot/db/queries.py).
+--
+-- The status machine these statements implement is drawn in docs/architecture.md#the-delivery-status-machine.
+-- Rules kept by every statement here:
+--   * a claim is committed before any network I/O, and no lock is held across a Graph call;
+--   * an outcome is written only by the claim that made the call: (id, claims) names that claim;
+--   * statuses move forward only, by delivery_rank() (migration 0002), the one definition of the order;
+--   * evidence that Meta accepted a send (a wamid, a status carrying our tracker) always wins over `unknown`,
+--     and a row with a wamid is never sent again;
+--   * statements that lock several deliveries lock them in id order, so two of them can never deadlock.
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Fan-out: an announcement's audience frozen into ledger rows, once.
+
+-- name: fan_out_due
+-- Scheduled announcements whose send time has come, oldest first.
+SELECT id FROM announcement WHERE status = 'scheduled' AND send_at <= now() ORDER BY send_at, id LIMIT :n;
+
+-- name: fan_out_lock
+-- The announcement, locked, if it is still scheduled and still due. A PATCH that moves send_at into the future
+-- either committed before this (the row is no longer due) or holds the lock (skipped; it is looked at again on
+-- the next poll, when it is no longer due); a PATCH that comes after this waits, then finds it `dispatching`.
+SELECT id, employer_id, audience FROM announcement
+WHERE id = :id AND status = 'scheduled' AND send_at <= now()
+FOR UPDATE SKIP LOCKED;
+
+-- name: fan_out_insert
+-- One row per audience member; ON CONFLICT makes a second fan-out of the same announcement a no-op. Employees
+-- already inactive or opted out are recorded as skipped, with the reason.
+INSERT INTO delivery (employer_id, announcement_id, employee_id, kind, status, skip_reason, next_attempt_at)
+SELECT e.employer_id, :aid, e.id, 'announcement',
+       CASE WHEN NOT e.active OR e.opted_out_at IS NOT NULL THEN 'skipped' ELSE 'pending' END,
+       CASE WHEN NOT e.active THEN 'inactive' WHEN e.opted_out_at IS NOT NULL THEN 'opted_out' END,
+       now()
+FROM employee e
+WHERE e.employer_id = :eid
+  AND (
+    (CAST(:all_ AS boolean) AND e.active)
+    OR (CAST(:tags AS text[]) IS NOT NULL AND e.active AND e.tags && CAST(:tags AS text[]))
+    OR (CAST(:ids AS bigint[]) IS NOT NULL AND e.id = ANY(CAST(:ids AS bigint[])))
+  )
+ON CONFLICT (announcement_id, employee_id) DO NOTHING;
+
+-- name: fan_out_start
+-- The announcement is dispatching from now on; its audience is frozen.
+UPDATE announcement SET status = 'dispatching', dispatched_at = now(), updated_at = now() WHERE id = :id;
+
+-- name: complete_finished
+-- A dispatching announcement with nothing pending or being sent is complete.
+UPDATE announcement a SET status = 'completed', completed_at = now(), updated_at = now()
+WHERE a.status = 'dispatching'
+  AND NOT EXISTS (SELECT 1 FROM delivery d WHERE d.announcement_id = a.id AND d.status IN ('pending', 'sending'))
+RETURNING a.id;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- The sender: one token bucket row per sending number, shared by every worker, and the sender-wide state
+-- (back-off, pause) every worker obeys.
+
+-- name: budget_ensure
+INSERT INTO send_budget (phone_number_id, tokens, refilled_at) VALUES (:p, 0, clock_timestamp())
+ON CONFLICT (phone_number_id) DO NOTHING;
+
+-- name: budget_take
+-- Up to :want tokens. The row lock serialises takers, so N workers together never exceed :rate (plus one
+-- burst). `blocked_for` tells a taker that got nothing because of a back-off or pause how long asking again
+-- is pointless.
+UPDATE send_budget b SET tokens = x.avail - x.take, refilled_at = x.at
+FROM (
+  SELECT z.*, CASE WHEN z.blocked_until > z.at THEN 0 ELSE LEAST(floor(z.avail)::int, :want) END AS take
+  FROM (
+    SELECT y.phone_number_id, y.at, y.blocked_until,
+           LEAST(:burst, y.tokens + :rate * EXTRACT(EPOCH FROM y.at - y.refilled_at)) AS avail
+    FROM (
+      SELECT phone_number_id, tokens, refilled_at, clock_timestamp() AS at,
+             GREATEST(COALESCE(backoff_until, '-infinity'), COALESCE(paused_until, '-infinity')) AS blocked_until
+      FROM send_budget WHERE phone_number_id = :p FOR UPDATE
+    ) y
+  ) z
+) x
+WHERE b.phone_number_id = x.phone_number_id
+RETURNING x.take,
+  CASE WHEN x.blocked_until > x.at THEN EXTRACT(EPOCH FROM x.blocked_until - x.at)::float8 ELSE 0 END AS blocked_for;
+
+-- name: budget_give_back
+-- Tokens a taker could not use (fewer rows were due) go back, so they are not lost to everyone else.
+UPDATE send_budget SET tokens = LEAST(:burst, tokens + :n) WHERE phone_number_id = :p;
+
+-- name: sender_back_off
+-- A sender-wide condition (throttling, Graph unreachable): every worker stops sending from this number.
+-- The first failure after a quiet spell starts a back-off of :base * 2^step seconds (capped); failures of the
+-- same wave (sends that were already in flight) do not lengthen it, unless Graph asked for longer.
+UPDATE send_budget SET
+  backoff_step = CASE WHEN backoff_until > now() THEN backoff_step ELSE backoff_step + 1 END,
+  backoff_until = CASE
+    WHEN backoff_until > now()
+      THEN GREATEST(backoff_until, now() + make_interval(secs => COALESCE(CAST(:retry_after AS float8), 0)))
+    ELSE now() + make_interval(secs => COALESCE(
+      CAST(:retry_after AS float8), LEAST(CAST(:cap AS float8), :base * power(2, LEAST(backoff_step, 30)))))
+  END,
+  backoff_reason = :reason
+WHERE phone_number_id = :p
+RETURNING EXTRACT(EPOCH FROM backoff_until - now())::float8 AS seconds;
+
+-- name: sender_pause
+-- Our account, token or number is unusable: nobody sends from it until :d seconds have passed.
+UPDATE send_budget SET paused_until = now() + make_interval(secs => :d), pause_reason = :reason
+WHERE phone_number_id = :p;
+
+-- name: sender_recovered
+-- A send went through: forget the back-off's escalation and any expired pause. Matches no row (and locks
+-- nothing) while the sender is healthy, which is nearly always.
+UPDATE send_budget SET backoff_step = 0, backoff_reason = NULL, paused_until = NULL, pause_reason = NULL
+WHERE phone_number_id = :p
+  AND (backoff_step > 0 OR backoff_reason IS NOT NULL OR pause_reason IS NOT NULL)
+  AND COALESCE(backoff_until, '-infinity') <= now() AND COALESCE(paused_until, '-infinity') <= now();
+
+-- name: sender_state
+-- What an operator needs to know about the number: is it paused or backed off, until when, and why.
+SELECT CASE WHEN paused_until > now() THEN paused_until END AS paused_until,
+       CASE WHEN paused_until > now() THEN pause_reason END AS pause_reason,
+       CASE WHEN backoff_until > now() THEN backoff_until END AS backoff_until,
+       CASE WHEN backoff_until > now() THEN backoff_reason END AS backoff_reason
+FROM send_budget WHERE phone_number_id = :p;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Claim and outcomes.
+
+-- name: claim
+-- Moves up to :n due pending rows to `sending` under a lease of :lease seconds, committed before any network
+-- I/O. The employee is looked at again here, at send time: an announcement to someone who opted out or was
+-- deactivated since fan-out is `skipped` with the reason, not sent (bot replies still go: a STOP is answered).
+WITH due AS (
+  SELECT id FROM delivery
+  WHERE status = 'pending' AND next_attempt_at <= now()
+  ORDER BY next_attempt_at, id
+  LIMIT :n
+  FOR UPDATE SKIP LOCKED
+),
+checked AS (
+  SELECT due.id,
+         CASE WHEN d.kind <> 'announcement' THEN NULL
+              WHEN NOT e.active THEN 'inactive'
+              WHEN e.opted_out_at IS NOT NULL THEN 'opted_out' END AS skip
+  FROM due JOIN delivery d ON d.id = due.id JOIN employee e ON e.id = d.employee_id
+),
+claimed AS (
+  UPDATE delivery d SET
+    status = CASE WHEN c.skip IS NULL THEN 'sending' ELSE 'skipped' END,
+    skip_reason = c.skip,
+    claimed_by = :me,
+    claimed_at = now(),
+    claims = d.claims + 1,
+    attempts = d.attempts + CASE WHEN c.skip IS NULL THEN 1 ELSE 0 END,
+    lease_until = CASE WHEN c.skip IS NULL THEN clock_timestamp() + make_interval(secs => :lease) END,
+    updated_at = now()
+  FROM checked c
+  WHERE d.id = c.id
+  RETURNING d.id, d.kind, d.status, d.announcement_id, d.employee_id, d.body, d.attempts, d.claims
+)
+SELECT c.id, c.kind, c.status, c.announcement_id, c.attempts, c.claims, e.phone,
+       COALESCE(a.message, c.body) AS text
+FROM claimed c
+JOIN employee e ON e.id = c.employee_id
+LEFT JOIN announcement a ON a.id = c.announcement_id;
+
+-- name: record_sent
+-- Meta accepted these sends: (delivery id, claim, wamid) each. The wamid is proof, so it moves the row to
+-- `sent` from wherever it waits (still `sending`, reaped to `unknown` because this write came after the
+-- lease, or even queued again by resend-unknown), and it is never sent again. The one row left alone is one
+-- that another, newer claim is sending right now: that claim's outcome decides.
+WITH v AS (
+  SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:claims AS int[]), CAST(:wamids AS text[])) AS v(id, claim, wamid)
+),
+locked AS (
+  SELECT d.id FROM delivery d JOIN v ON v.id = d.id ORDER BY d.id FOR UPDATE OF d
+)
+UPDATE delivery d SET
+  status = CASE WHEN d.status IN ('sending', 'unknown', 'pending') THEN 'sent' ELSE d.status END,
+  wamid = COALESCE(d.wamid, v.wamid),
+  sent_at = CASE WHEN d.status IN ('sending', 'unknown', 'pending') THEN COALESCE(d.sent_at, now()) ELSE d.sent_at END,
+  error_code = CASE WHEN d.status IN ('sending', 'unknown', 'pending') THEN NULL ELSE d.error_code END,
+  error_title = CASE WHEN d.status IN ('sending', 'unknown', 'pending') THEN NULL ELSE d.error_title END,
+  lease_until = NULL,
+  updated_at = now()
+FROM v JOIN locked l ON l.id = v.id
+WHERE d.id = v.id
+  AND NOT (d.status = 'sending' AND d.claims <> v.claim)
+  AND d.status NOT IN ('cancelled', 'skipped');
+
+-- name: record_retry
+-- Provably not accepted: back to `pending`, due after :delay seconds, keeping why. :spent says whether this
+-- try counts against the recipient's attempts (only recipient-specific errors do; a sender-wide outage or a
+-- pause gives the attempt back). A cancelled announcement's row is cancelled instead.
+UPDATE delivery d SET
+  status = CASE WHEN a.cancelled THEN 'cancelled' ELSE 'pending' END,
+  cancelled_at = CASE WHEN a.cancelled THEN now() ELSE d.cancelled_at END,
+  claimed_by = NULL,
+  lease_until = NULL,
+  next_attempt_at = now() + make_interval(secs => :delay),
+  attempts = d.attempts - CASE WHEN CAST(:spent AS boolean) THEN 0 ELSE 1 END,
+  error_code = :code,
+  error_title = :title,
+  updated_at = now()
+FROM (SELECT EXISTS (
+        SELECT 1 FROM delivery x JOIN announcement y ON y.id = x.announcement_id
+        WHERE x.id = :id AND y.status = 'cancelled') AS cancelled) a
+WHERE d.id = :id AND d.claims = :claim AND d.status IN ('sending', 'unknown') AND d.wamid IS NULL;
+
+-- name: record_failed
+-- Definitively rejected (or a recipient's attempts are used up): `failed`, with Graph's code and title.
+UPDATE delivery SET status = 'failed', error_code = :code, error_title = :title, failed_at = now(),
+  lease_until = NULL, updated_at = now()
+WHERE id = :id AND claims = :claim AND status IN ('sending', 'unknown') AND wamid IS NULL;
+
+-- name: record_unknown
+-- Ambiguous (a timeout, a 5xx, a lost connection after the request left): `unknown`, with why, never retried
+-- automatically. A row the reaper already made `unknown` gets the more precise reason.
+UPDATE delivery SET status = 'unknown', unknown_at = COALESCE(unknown_at, now()), error_code = :code,
+  error_title = :title, lease_until = NULL, updated_at = now()
+WHERE id = :id AND claims = :claim AND status IN ('sending', 'unknown');
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Liveness: workers' heartbeats and the reaper.
+
+-- name: worker_heartbeat
+-- The worker says it is alive until :ttl seconds from now (its own JEM_DISPATCHER_STALE_AFTER), so every
+-- reaper judges it by the same stored expiry.
+INSERT INTO worker (id, hostname, pid, heartbeat_at, expires_at)
+VALUES (:id, :host, :pid, now(), now() + make_interval(secs => :ttl))
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at, stopped_at = NULL;
+
+-- name: worker_stopped
+UPDATE worker SET stopped_at = now() WHERE id = :id;
+
+-- name: reap
+-- A claim whose lease has expired, or whose worker stopped or went silent, becomes `unknown`: it may have
+-- been sent, so it is never put back to `pending`. A wamid or a status carrying our tracker settles it later.
+UPDATE delivery d SET
+  status = 'unknown',
+  unknown_at = now(),
+  error_code = NULL,
+  error_title = CASE WHEN d.lease_until < now()
+    THEN 'no outcome was recorded before the claim''s lease expired; it may have been sent'
+    ELSE 'the worker sending it stopped before recording the answer; it may have been sent' END,
+  updated_at = now()
+WHERE d.status = 'sending'
+  AND (d.lease_until < now()
+       OR NOT EXISTS (SELECT 1 FROM worker w
+                      WHERE w.id = d.claimed_by AND w.stopped_at IS NULL AND w.expires_at > now()));
+
+-- name: release_orphans
+-- Rows this worker claimed but is not sending: a claim whose commit succeeded although the worker saw it fail
+-- (the connection dropped during COMMIT). Only the worker itself can know that no request left for them.
+UPDATE delivery SET status = 'pending', claimed_by = NULL, lease_until = NULL, attempts = attempts - 1,
+  updated_at = now()
+WHERE status = 'sending' AND claimed_by = :me AND NOT (id = ANY(CAST(:keep AS bigint[])))
+RETURNING id;
+
+-- name: purge_workers
+-- Workers stopped or silent for :days days are forgotten (their rows were reaped long ago).
+DELETE FROM worker WHERE COALESCE(stopped_at, expires_at, heartbeat_at) < now() - make_interval(days => :days);
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Operator actions.
+
+-- name: announcement_lock
+-- The employer's announcement, locked: cancel and resend serialise with fan-out through this lock.
+SELECT status FROM announcement WHERE id = :id AND employer_id = :e FOR UPDATE;
+
+-- name: announcement_cancel
+UPDATE announcement SET status = 'cancelled', cancelled_at = now(), updated_at = now() WHERE id = :id;
+
+-- name: cancel_pending
+-- What waits is cancelled; what is being sent or was sent stays as it is.
+UPDATE delivery SET status = 'cancelled', cancelled_at = now(), updated_at = now()
+WHERE announcement_id = :id AND kind = 'announcement' AND status = 'pending';
+
+-- name: resend_unknown
+-- The operator's explicit decision: `unknown` rows without a wamid go back to `pending`. A row with a wamid
+-- was accepted by Meta and is never resent.
+UPDATE delivery SET status = 'pending', next_attempt_at = now(), resend_count = resend_count + 1,
+  error_code = NULL, error_title = NULL, claimed_by = NULL, claimed_at = NULL, lease_until = NULL,
+  updated_at = now()
+WHERE announcement_id = :id AND kind = 'announcement' AND status = 'unknown' AND wamid IS NULL;
+
+-- name: announcement_reopen
+UPDATE announcement SET status = 'dispatching', completed_at = NULL, updated_at = now() WHERE id = :id;
+
+-- name: resend_record
+INSERT INTO resend_request (employer_id, announcement_id, api_token_id, deliveries)
+VALUES (:e, :id, :t, :n) RETURNING requested_at;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Meta's evidence: statuses and employees' replies.
+
+-- name: apply_statuses
+-- Every new status of one webhook body at once, forward only. Each is matched by its wamid, else by the
+-- delivery id in our authenticated tracker, but only for a row we really sent (attempts > 0) whose outcome we
+-- do not know yet (`sending`, `unknown`). Several statuses of one delivery are folded into one change (the
+-- highest rank wins; each time keeps its earliest value), and the rows are locked in id order.
+WITH ev AS (
+  SELECT * FROM unnest(CAST(:wamids AS text[]), CAST(:statuses AS text[]), CAST(:ts AS timestamptz[]),
+                       CAST(:tids AS bigint[]), CAST(:codes AS int[]), CAST(:titles AS text[]))
+    AS ev(wamid, status, ts, tid, code, title)
+),
+matched AS (
+  SELECT COALESCE(
+           (SELECT x.id FROM delivery x WHERE x.wamid = ev.wamid),
+           (SELECT x.id FROM delivery x
+            WHERE x.id = ev.tid AND x.attempts > 0 AND x.status IN ('sending', 'unknown')
+              AND (x.wamid IS NULL OR x.wamid = ev.wamid))) AS id,
+         ev.*
+  FROM ev
+),
+folded AS (
+  SELECT id,
+         (array_agg(status ORDER BY delivery_rank(status) DESC))[1] AS top_status,
+         max(delivery_rank(status)) AS top_rank,
+         (array_agg(wamid ORDER BY ts))[1] AS wamid,
+         min(ts) FILTER (WHERE status = 'sent') AS sent_ts,
+         min(ts) FILTER (WHERE status = 'delivered') AS delivered_ts,
+         min(ts) FILTER (WHERE status = 'read') AS read_ts,
+         min(ts) FILTER (WHERE status = 'failed') AS failed_ts,
+         (array_agg(code ORDER BY ts) FILTER (WHERE status = 'failed'))[1] AS code,
+         (array_agg(title ORDER BY ts) FILTER (WHERE status = 'failed'))[1] AS title
+  FROM matched WHERE id IS NOT NULL GROUP BY id
+),
+locked AS (
+  SELECT d.id FROM delivery d JOIN folded f ON f.id = d.id ORDER BY d.id FOR UPDATE OF d
+)
+UPDATE delivery d SET
+  wamid = COALESCE(d.wamid, f.wamid),
+  status = CASE WHEN delivery_rank(d.status) < f.top_rank THEN f.top_status ELSE d.status END,
+  sent_at = LEAST(d.sent_at, f.sent_ts),
+  delivered_at = LEAST(d.delivered_at, f.delivered_ts),
+  read_at = LEAST(d.read_at, f.read_ts),
+  failed_at = LEAST(d.failed_at, f.failed_ts),
+  error_code = CASE WHEN delivery_rank(d.status) < f.top_rank
+                    THEN CASE WHEN f.top_status = 'failed' THEN f.code END ELSE d.error_code END,
+  error_title = CASE WHEN delivery_rank(d.status) < f.top_rank
+                     THEN CASE WHEN f.top_status = 'failed' THEN f.title END ELSE d.error_title END,
+  lease_until = NULL,
+  updated_at = now()
+FROM folded f JOIN locked l ON l.id = f.id
+WHERE d.id = f.id AND d.status NOT IN ('cancelled', 'skipped')
+RETURNING d.id;
+
+-- name: acknowledge
+-- The employee answered (a tap, or a reply quoting the announcement): counted once. A reply proves the
+-- message was read, so the status moves forward to `read` too (never backwards).
+UPDATE delivery SET
+  acknowledged_at = COALESCE(acknowledged_at, now()),
+  status = CASE WHEN delivery_rank(status) < delivery_rank('read') AND status NOT IN ('cancelled', 'skipped')
+                THEN 'read' ELSE status END,
+  read_at = COALESCE(read_at, now()),
+  lease_until = NULL,
+  updated_at = now()
+WHERE id = :id AND kind = 'announcement' AND status NOT IN ('cancelled', 'skipped')
+RETURNING id;
+
+-- name: queue_reply
+-- A bot reply (STOP/START/HELP answer) is a delivery too; reply_key makes a redelivered webhook a no-op.
+INSERT INTO delivery (employer_id, employee_id, kind, body, reply_key, status)
+VALUES (:employer_id, :employee_id, 'reply', :body, :reply_key, 'pending')
+ON CONFLICT (reply_key) DO NOTHING
+RETURNING id;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Reading the ledger.
+
+-- name: delivery_counts
+-- Each delivery once, under its current status (the statuses add up to `total`).
+SELECT announcement_id,
+       count(*) AS total,
+       count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE status = 'sending') AS sending,
+       count(*) FILTER (WHERE status = 'sent') AS sent,
+       count(*) FILTER (WHERE status = 'delivered') AS delivered,
+       count(*) FILTER (WHERE status = 'read') AS read,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'unknown') AS unknown,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+       count(*) FILTER (WHERE status = 'skipped') AS skipped,
+       count(*) FILTER (WHERE acknowledged_at IS NOT NULL) AS acknowledged
+FROM delivery
+WHERE kind = 'announcement' AND announcement_id = ANY(CAST(:ids AS bigint[]))
+GROUP BY announcement_id;
+
+-- name: dispatch_backlog
+SELECT status, count(*) AS n FROM delivery WHERE status IN ('pending', 'sending') GROUP BY status;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Installation secrets (the tracker's key).
+
+-- name: secret_ensure
+INSERT INTO server_secret (name, value) VALUES (:name, :value) ON CONFLICT (name) DO NOTHING;
+
+-- name: secret_get
+SELECT value FROM server_secret WHERE name = :name;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Webhook bookkeeping.
+
+-- name: webhook_dedup
+-- Every event of one webhook body in one statement, in key order: two bodies carrying the same events in any
+-- order wait on each other's keys in the same order, so they can never deadlock. Returns the keys that are
+-- new; an event whose key is already there (Meta redelivered it) is not applied again.
+INSERT INTO webhook_event (key, kind, payload)
+SELECT v.key, v.kind, CAST(v.payload AS jsonb)
+FROM unnest(CAST(:keys AS text[]), CAST(:kinds AS text[]), CAST(:payloads AS text[])) AS v(key, kind, payload)
+ORDER BY v.key
+ON CONFLICT (key) DO NOTHING
+RETURNING key;

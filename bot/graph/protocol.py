@@ -1,0 +1,15 @@
+"""What the dispatcher needs from a Graph sender: the seam tests and benchmarks plug their own senders into."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bot.graph.client import SendResult
+
+
+class GraphSender(Protocol):
+    async def send_announcement(
+        self, *, to: str, text: str, callback_data: str, ack_payload: str | None = None
+    ) -> SendResult: ...
+
+    async def send_text(self, *, to: str, text: str, callback_data: str) -> SendResult: ...
