@@ -25,6 +25,7 @@ from bot.health import health, metrics
 from bot.inbox.controller import list_messages
 from bot.ledger.tracker import TrackerSource
 from bot.metrics import Metrics
+from bot.sender import get_sender
 from bot.settings import Settings
 from bot.webhook.controller import WebhookController
 
@@ -71,6 +72,7 @@ def create_app(
         health,
         metrics,
         me,
+        get_sender,
         EmployeeController,
         AnnouncementController,
         WebhookController,

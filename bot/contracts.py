@@ -194,6 +194,34 @@ class InboundMessage(msgspec.Struct, kw_only=True):
     received_at: datetime
 
 
+# --- sender ----------------------------------------------------------------------------------------
+
+
+class SenderState(msgspec.Struct, kw_only=True):
+    """Whether the number can send now: paused (our account, token or number is unusable) or backed off
+    (throttled, or Graph unreachable) until when, and why. Null times mean "not now"."""
+
+    phone_number_id: str
+    paused_until: datetime | None = None
+    pause_reason: str | None = None
+    backoff_until: datetime | None = None
+    backoff_reason: str | None = None
+
+
+class Sender(msgspec.Struct, kw_only=True):
+    """The WhatsApp number an employer's announcements go out from."""
+
+    own: bool
+    phone_number_id: str
+    waba_id: str | None
+    rate: float
+    access_token_hint: str | None
+    paused_until: datetime | None = None
+    pause_reason: str | None = None
+    backoff_until: datetime | None = None
+    backoff_reason: str | None = None
+
+
 # --- health ----------------------------------------------------------------------------------------
 
 
@@ -202,4 +230,5 @@ class Health(msgspec.Struct, kw_only=True):
     database: Literal["ok", "unavailable"]
     schema: str | None = None
     dispatcher: str | None = None
+    sender: SenderState | None = None
     detail: str | None = None

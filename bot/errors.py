@@ -154,6 +154,14 @@ def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Res
     return problem_response(status, titles.get(status, "Error"), detail, headers=headers)
 
 
+def too_deep_handler(request: Request[Any, Any, Any], exc: RecursionError) -> Response[bytes]:
+    """msgspec (and json) give up on a body nested deeper than Python's recursion limit by raising RecursionError,
+    before any handler or authentication runs. No request we accept nests more than a few levels: it is bad
+    input, not our failure."""
+    log.warning("refused a body nested too deeply on %s %s", request.method, request.url.path)
+    return problem_response(400, "Bad Request", "the JSON body is nested too deeply")
+
+
 def unexpected_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(
@@ -183,5 +191,6 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     DomainError: domain_error_handler,
     ValidationException: validation_error_handler,
     HTTPException: http_exception_handler,
+    RecursionError: too_deep_handler,
     Exception: unexpected_error_handler,
 }

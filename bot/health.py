@@ -6,12 +6,13 @@ import logging
 
 from litestar import Response, get
 from litestar.datastructures import State
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot import contracts
 from bot.db.engine import DatabaseUnavailableError, ping
 from bot.db.migrate import current_revision
+from bot.db.queries import query
+from bot.ledger import budget
 
 log = logging.getLogger("jem.health")
 
@@ -24,9 +25,12 @@ log = logging.getLogger("jem.health")
     description="200 when the database answers, 503 when it does not.",
 )
 async def health(state: State) -> Response[contracts.Health]:
+    phone = state.settings.whatsapp_phone_number_id or "default"
     try:
         await ping(state.engine)
         revision = await current_revision(state.engine)
+        async with state.sessionmaker() as session:
+            sender = await budget.state(session, phone_number_id=phone)
     except (DatabaseUnavailableError, SQLAlchemyError, OSError) as exc:
         log.warning("health: database unavailable: %s", exc)
         body = contracts.Health(status="degraded", database="unavailable", detail=str(exc).splitlines()[0][:200])
@@ -38,6 +42,14 @@ async def health(state: State) -> Response[contracts.Health]:
             database="ok",
             schema=revision,
             dispatcher=None if dispatcher is None else dispatcher.describe(),
+            # A paused or backed-off sender is healthy software that cannot send: 200, with the reason in view.
+            sender=contracts.SenderState(
+                phone_number_id=sender.phone_number_id,
+                paused_until=sender.paused_until,
+                pause_reason=sender.pause_reason,
+                backoff_until=sender.backoff_until,
+                backoff_reason=sender.backoff_reason,
+            ),
         )
     )
 
@@ -52,14 +64,7 @@ async def health(state: State) -> Response[contracts.Health]:
 async def metrics(state: State) -> bytes:
     try:
         async with state.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    text(
-                        "SELECT status, count(*) AS n FROM delivery"
-                        " WHERE status IN ('pending', 'sending') GROUP BY status"
-                    )
-                )
-            ).all()
+            rows = (await conn.execute(query("dispatch_backlog"))).all()
         counts = {r.status: r.n for r in rows}
         for status in ("pending", "sending"):
             state.metrics.dispatch_backlog.labels(status).set(counts.get(status, 0))

@@ -1,8 +1,11 @@
-"""Periodic housekeeping: purge expired idempotency keys and webhook dedup rows older than 8 days.
+"""Periodic housekeeping: what is kept, and for how long.
 
-Meta retries a webhook for up to 7 days, so 8 days of dedup keys cover every redelivery. Idempotency keys
-carry their own `expires_at` (≥ 24 h after last use). Every server runs this; the deletes are idempotent, so
-several servers doing it at once is harmless.
+* Webhook dedup rows: 8 days. Meta retries a webhook for up to 7 days, so 8 days of keys cover every redelivery.
+* Idempotency keys: until their own `expires_at` (≥ 24 h after last use).
+* Inbound messages (texts and payloads): `JEM_RETENTION_DAYS` (default 365).
+* Dispatcher heartbeat rows: 7 days after the worker stopped or went silent.
+
+Every server runs this; the deletes are idempotent, so several servers doing it at once is harmless.
 """
 
 from __future__ import annotations
@@ -12,18 +15,21 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from litestar import Litestar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import Lifespan
+from bot.ledger import reaper
 from bot.settings import Settings
 
 log = logging.getLogger("jem.maintenance")
 
 INTERVAL_SECONDS = 300.0
 WEBHOOK_EVENT_RETENTION_DAYS = 8
+WORKER_RETENTION_DAYS = 7
 
 
 async def purge_idempotency_keys(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
@@ -43,16 +49,42 @@ async def purge_webhook_events(sessionmaker: async_sessionmaker[AsyncSession]) -
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def purge_all(sessionmaker: async_sessionmaker[AsyncSession]) -> tuple[int, int]:
-    return await purge_idempotency_keys(sessionmaker), await purge_webhook_events(sessionmaker)
+async def purge_inbound_messages(sessionmaker: async_sessionmaker[AsyncSession], *, days: int) -> int:
+    async with sessionmaker() as session:
+        result = await session.execute(
+            text("DELETE FROM inbound_message WHERE received_at < now() - make_interval(days => :days)"),
+            {"days": days},
+        )
+        await session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def _loop(sessionmaker: async_sessionmaker[AsyncSession], interval: float) -> None:
+@dataclass(frozen=True, slots=True)
+class Purged:
+    idempotency_keys: int
+    webhook_events: int
+    inbound_messages: int
+    workers: int
+
+    def __bool__(self) -> bool:
+        return any((self.idempotency_keys, self.webhook_events, self.inbound_messages, self.workers))
+
+
+async def purge_all(sessionmaker: async_sessionmaker[AsyncSession], *, retention_days: int) -> Purged:
+    return Purged(
+        idempotency_keys=await purge_idempotency_keys(sessionmaker),
+        webhook_events=await purge_webhook_events(sessionmaker),
+        inbound_messages=await purge_inbound_messages(sessionmaker, days=retention_days),
+        workers=await reaper.purge_workers(sessionmaker, days=WORKER_RETENTION_DAYS),
+    )
+
+
+async def _loop(sessionmaker: async_sessionmaker[AsyncSession], interval: float, retention_days: int) -> None:
     while True:
         try:
-            keys, events = await purge_all(sessionmaker)
-            if keys or events:
-                log.info("purged %d idempotency keys and %d webhook events", keys, events)
+            purged = await purge_all(sessionmaker, retention_days=retention_days)
+            if purged:
+                log.info("purged %s", purged)
         except Exception:  # a database blip must not end housekeeping for the life of the server
             log.exception("maintenance purge failed; retrying next round")
         await asyncio.sleep(interval)
@@ -61,7 +93,7 @@ async def _loop(sessionmaker: async_sessionmaker[AsyncSession], interval: float)
 def maintenance_lifespan(settings: Settings, *, interval: float = INTERVAL_SECONDS) -> Lifespan:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        task = asyncio.create_task(_loop(app.state.sessionmaker, interval), name="maintenance")
+        task = asyncio.create_task(_loop(app.state.sessionmaker, interval, settings.retention_days), name="maintenance")
         try:
             yield
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 import msgspec
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import contracts
 from bot.announcements import idempotency, service
 from bot.auth import Principal
-from bot.errors import DomainError, problem_response
+from bot.errors import problem_response
 from bot.ledger.cancel import cancel
 from bot.ledger.resend import resend_unknown
 from bot.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, next_cursor
@@ -128,9 +129,11 @@ class AnnouncementController(Controller):
         except idempotency.KeyInUseError:
             await db_session.rollback()
             return _busy()
-        except DomainError:
-            # Bad input created nothing: free the key so the corrected request can use it.
-            await idempotency.release(db_session, outcome)
+        except Exception:
+            # Nothing was committed, so nothing was created (bad input the API or the database refused, a lost
+            # connection): free the key so the corrected request, or the same one retried, can use it at once.
+            with contextlib.suppress(Exception):  # the original error is the one to report
+                await idempotency.release(db_session, outcome)
             raise
         return Response(body, status_code=201, media_type=JSON)
 

@@ -432,7 +432,14 @@ class Dispatcher:
 
         async def write() -> None:
             nonlocal waits
-            waits = await budget.back_off(self._sm, phone_number_id=self._phone, reason=reason, retry_after=retry_after)
+            waits = await budget.back_off(
+                self._sm,
+                phone_number_id=self._phone,
+                reason=reason,
+                retry_after=retry_after,
+                base=self._settings.sender_backoff_base,
+                cap=self._settings.sender_backoff_cap,
+            )
 
         await self._durably("a sender back-off", write)
         return waits

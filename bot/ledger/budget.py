@@ -17,10 +17,6 @@ from bot.db.queries import query
 # waiting for free slots send 2x the cap in the next second (`jem-bot bench fanout` measured 1,308 msg/s in one
 # second at a 1,000 cap). A fifth of a second still covers several claim ticks, so batching loses nothing.
 BURST_SECONDS = 0.2
-# A sender-wide back-off starts at BACKOFF_BASE seconds and doubles with each failed wave, up to BACKOFF_CAP: a
-# two-minute Graph outage is probed a dozen times, and sending resumes within BACKOFF_CAP of its end.
-BACKOFF_BASE = 1.0
-BACKOFF_CAP = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +69,15 @@ async def back_off(
     *,
     phone_number_id: str,
     reason: str,
-    retry_after: float | None = None,
-    base: float = BACKOFF_BASE,
-    cap: float = BACKOFF_CAP,
+    retry_after: float | None,
+    base: float,
+    cap: float,
 ) -> float:
-    """Stop every worker sending from this number for a while; returns how long (seconds from now)."""
+    """Stop every worker sending from this number for a while; returns how long (seconds from now).
+
+    The first failure after a quiet spell waits ``base`` seconds, and each further wave twice as long, up to
+    ``cap``: a two-minute Graph outage is probed a dozen times, and sending resumes within ``cap`` of its end.
+    """
     params = {"p": phone_number_id, "reason": reason[:200], "retry_after": retry_after, "base": base, "cap": cap}
     async with sm() as s, s.begin():
         await s.execute(query("budget_ensure"), {"p": phone_number_id})

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import pytest
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.params import QueryParameter
@@ -14,6 +15,7 @@ from sqlalchemy import text
 
 from bot.db.engine import make_engine
 from bot.errors import EXCEPTION_HANDLERS
+from tests.integration.test_webhook import signed
 
 
 def probe_app(database_url: str) -> Litestar:
@@ -69,3 +71,30 @@ async def test_other_database_errors_stay_500_without_details(database_url: str)
     assert response.status_code == 500
     assert "no_such_table" not in response.text
     assert response.json()["detail"] == "an unexpected error occurred; it has been logged"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/announcements"),
+        ("POST", "/employees"),
+        ("POST", "/employees/import"),
+        ("PATCH", "/announcements/1"),
+        ("PATCH", "/employees/1"),
+    ],
+)
+async def test_json_nested_a_thousand_deep_is_a_400_before_authentication(
+    client: AsyncTestClient[Litestar], method: str, path: str
+) -> None:
+    body = "[" * 1000 + "]" * 1000  # 2 KB
+    response = await client.request(method, path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code in (400, 401), response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "Traceback" not in response.text
+
+
+async def test_a_signed_webhook_nested_a_thousand_deep_is_a_400(client: AsyncTestClient[Litestar]) -> None:
+    body = ('{"entry":[{"changes":[{"field":"messages","value":' + "[" * 1000 + "]" * 1000 + "}]}]}").encode()
+    response = await client.post("/webhooks/whatsapp", content=body, headers=signed(body))
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["detail"]

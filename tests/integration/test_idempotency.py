@@ -86,6 +86,20 @@ async def test_validation_failure_does_not_lock_the_key(
     assert await count_announcements(db) == 1
 
 
+async def test_a_request_the_database_refused_does_not_lock_the_key(
+    client: Client, tenant: Tenant, db: async_sessionmaker[AsyncSession]
+) -> None:
+    """PostgreSQL cannot store U+0000 in text: the API answers 422 and, as for any request that created nothing,
+    the key is free at once (a retry is processed again, not answered 409 for a minute)."""
+    body = {"message": "Payday\u0000 is Friday."}
+    for _ in range(2):
+        refused = await client.post("/announcements", json=body, headers=keyed(tenant, "k-nul"))
+        assert refused.status_code == 422, refused.text
+    good = await client.post("/announcements", json={"message": "Payday is Friday."}, headers=keyed(tenant, "k-nul"))
+    assert good.status_code == 201
+    assert await count_announcements(db) == 1
+
+
 async def test_running_key_is_409_with_retry_after_and_stale_key_is_taken_over(
     client: Client, tenant: Tenant, db: async_sessionmaker[AsyncSession]
 ) -> None:

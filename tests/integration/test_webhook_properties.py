@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from litestar import Litestar
@@ -14,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.ledger.statuses import StatusEvent, apply_statuses, timestamp
 from bot.ledger.tracker import load_tracker
-from tests.conftest import Tenant
+from tests.conftest import APP_SECRET, Tenant
+from tests.integration.test_cli import WHATSAPP_ENV, cli_env, free_port, stop, wait_for_health
 from tests.integration.test_webhook import URL, _delivery, _status, signed
 
 STATUSES = ["sent", "delivered", "read", "failed"]
@@ -68,3 +76,60 @@ async def test_concurrent_identical_posts_apply_once(
 def _inbound_stop() -> bytes:
     msg = {"from": "27820000001", "id": "wamid.CSTOP", "timestamp": "1", "type": "text", "text": {"body": "STOP"}}
     return json.dumps({"entry": [{"changes": [{"field": "messages", "value": {"messages": [msg]}}]}]}).encode()
+
+
+@pytest.fixture
+def serve_url(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """`jem-bot serve --no-dispatcher` in a process of its own: real concurrency, as Meta's POSTs arrive."""
+    port = free_port()
+    env = cli_env(database_url, tmp_path, **{**WHATSAPP_ENV, "WHATSAPP_APP_SECRET": APP_SECRET, "JEM_PORT": str(port)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve", "--no-dispatcher"], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(base, proc)
+        yield base
+    finally:
+        stop(proc, signal.SIGTERM)
+
+
+async def test_concurrent_bodies_with_the_same_statuses_in_opposite_order_both_answer_200(
+    serve_url: str, db: async_sessionmaker[AsyncSession], tenant: Tenant
+) -> None:
+    """Meta batches statuses; two bodies with the same events in opposite order, posted at once, once made one
+    transaction wait for the other's dedup keys and delivery rows in the opposite order: a deadlock, answered
+    500 (5 of 40 POSTs in this test on the code before the fix)."""
+    async with db() as s, s.begin():
+        emp = (
+            await s.execute(
+                text("INSERT INTO employee (employer_id, phone, name) VALUES (:e, '+27820000009', 'B') RETURNING id"),
+                {"e": tenant.employer_id},
+            )
+        ).scalar_one()
+        await s.execute(
+            text(
+                "INSERT INTO delivery (employer_id, employee_id, kind, body, reply_key, status, wamid, attempts) "
+                "SELECT :e, :m, 'reply', 'x', 'k' || g, 'sent', 'wamid.D' || g, 1 FROM generate_series(1, 60) g"
+            ),
+            {"e": tenant.employer_id, "m": emp},
+        )
+    codes: list[int] = []
+    async with httpx.AsyncClient(base_url=serve_url, timeout=30) as http:
+        for round_, status in enumerate(["delivered", "read"] * 5):
+            events = [
+                {"id": f"wamid.D{i}", "status": status, "timestamp": str(1760000000 + round_), "recipient_id": "1"}
+                for i in range(1, 61)
+            ]
+            bodies = []
+            for order in (events, events[::-1]):
+                value = {"messaging_product": "whatsapp", "statuses": order}
+                entry = {"changes": [{"field": "messages", "value": value}]}
+                bodies.append(json.dumps({"object": "whatsapp_business_account", "entry": [entry]}).encode())
+            results = await asyncio.gather(*(http.post(URL, content=b, headers=signed(b)) for b in bodies * 2))
+            codes += [r.status_code for r in results]
+    assert codes == [200] * 40
+    async with db() as s:
+        final = (await s.execute(text("SELECT status, count(*) FROM delivery GROUP BY status"))).all()
+    assert [tuple(r) for r in final] == [("read", 60)]

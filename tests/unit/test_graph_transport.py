@@ -251,3 +251,27 @@ async def test_closing_the_client_closes_the_aiohttp_session() -> None:
             session = transport._session
             assert session is not None
         assert session.closed
+
+
+async def test_an_answer_that_trickles_in_ends_at_the_overall_deadline_as_ambiguous() -> None:
+    """One byte every 0.2 s never trips a per-read timeout; the call's overall deadline (JEM_GRAPH_TIMEOUT) does.
+    The request was written, so whether Meta accepted it is unknown."""
+    body = json.dumps(SUCCESS).encode()
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        for byte in response_bytes(200, body):
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.2)
+
+    async with raw_server(trickle) as url:
+        config = settings(url, timeout=1.0).replace(whatsapp_phone_number_id=PHONE_ID, whatsapp_access_token="tok")
+        async with make_http_client(config) as http:
+            graph = GraphClient.for_settings(http, config)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(AmbiguousError) as caught:
+                await graph.send_text(to="+1", text="x", callback_data="1")
+            took = asyncio.get_running_loop().time() - started
+    assert 0.9 < took < 2.0, took
+    assert "1 s" in caught.value.title
