@@ -5,8 +5,8 @@
 --   * a claim is committed before any network I/O, and no lock is held across a Graph call;
 --   * an outcome is written only by the claim that made the call: (id, claims) names that claim;
 --   * statuses move forward only, by delivery_rank() (migration 0002), the one definition of the order;
---   * evidence that Meta accepted a send (a wamid, a status carrying our tracker) always wins over `unknown`,
---     and a row with a wamid is never sent again;
+--   * evidence that Meta accepted a send (a wamid, a status carrying our tracker) always wins: the row is
+--     `sent` (or further) from then on, and a row with a wamid is never sent again;
 --   * statements that lock several deliveries lock them in id order, so two of them can never deadlock.
 
 
@@ -167,28 +167,27 @@ JOIN employee e ON e.id = c.employee_id
 LEFT JOIN announcement a ON a.id = c.announcement_id;
 
 -- name: record_sent
--- Meta accepted these sends: (delivery id, claim, wamid) each. The wamid is proof, so it moves the row to
--- `sent` from wherever it waits (still `sending`, reaped to `unknown` because this write came after the
--- lease, or even queued again by resend-unknown), and it is never sent again. The one row left alone is one
--- that another, newer claim is sending right now: that claim's outcome decides.
+-- Meta accepted these sends: (delivery id, wamid) each. A wamid is proof, so it moves the row to `sent` from
+-- wherever it waits: still `sending`, reaped to `unknown` because this write came after the lease, queued again
+-- by resend-unknown, even being sent again by a newer claim or skipped at that claim (the employee got this
+-- message before opting out). The outcome writes of any other claim of the row are then no-ops: they only
+-- touch a row without a wamid. A row Meta's statuses moved further keeps its status and gains the wamid.
 WITH v AS (
-  SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:claims AS int[]), CAST(:wamids AS text[])) AS v(id, claim, wamid)
+  SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:wamids AS text[])) AS v(id, wamid)
 ),
 locked AS (
   SELECT d.id FROM delivery d JOIN v ON v.id = d.id ORDER BY d.id FOR UPDATE OF d
 )
 UPDATE delivery d SET
-  status = CASE WHEN d.status IN ('sending', 'unknown', 'pending') THEN 'sent' ELSE d.status END,
+  status = CASE WHEN delivery_rank(d.status) = 0 THEN 'sent' ELSE d.status END,
   wamid = COALESCE(d.wamid, v.wamid),
-  sent_at = CASE WHEN d.status IN ('sending', 'unknown', 'pending') THEN COALESCE(d.sent_at, now()) ELSE d.sent_at END,
-  error_code = CASE WHEN d.status IN ('sending', 'unknown', 'pending') THEN NULL ELSE d.error_code END,
-  error_title = CASE WHEN d.status IN ('sending', 'unknown', 'pending') THEN NULL ELSE d.error_title END,
+  sent_at = CASE WHEN delivery_rank(d.status) = 0 THEN COALESCE(d.sent_at, now()) ELSE d.sent_at END,
+  error_code = CASE WHEN delivery_rank(d.status) = 0 THEN NULL ELSE d.error_code END,
+  error_title = CASE WHEN delivery_rank(d.status) = 0 THEN NULL ELSE d.error_title END,
   lease_until = NULL,
   updated_at = now()
 FROM v JOIN locked l ON l.id = v.id
-WHERE d.id = v.id
-  AND NOT (d.status = 'sending' AND d.claims <> v.claim)
-  AND d.status NOT IN ('cancelled', 'skipped');
+WHERE d.id = v.id;
 
 -- name: record_retry
 -- Provably not accepted: back to `pending`, due after :delay seconds, keeping why. :spent says whether this
@@ -303,7 +302,8 @@ VALUES (:e, :id, :t, :n) RETURNING requested_at;
 -- Every new status of one webhook body at once, forward only. Each is matched by its wamid, else by the
 -- delivery id in our authenticated tracker, but only for a row we really sent (attempts > 0) whose outcome we
 -- do not know yet (`sending`, `unknown`). Several statuses of one delivery are folded into one change (the
--- highest rank wins; each time keeps its earliest value), and the rows are locked in id order.
+-- highest rank wins; each time keeps its earliest value), and the rows are locked in id order. A row that
+-- matches is one Meta accepted, so `cancelled` and `skipped` (rank 0) move on too: the ledger tells the truth.
 WITH ev AS (
   SELECT * FROM unnest(CAST(:wamids AS text[]), CAST(:statuses AS text[]), CAST(:ts AS timestamptz[]),
                        CAST(:tids AS bigint[]), CAST(:codes AS int[]), CAST(:titles AS text[]))
@@ -348,7 +348,7 @@ UPDATE delivery d SET
   lease_until = NULL,
   updated_at = now()
 FROM folded f JOIN locked l ON l.id = f.id
-WHERE d.id = f.id AND d.status NOT IN ('cancelled', 'skipped')
+WHERE d.id = f.id
 RETURNING d.id;
 
 -- name: acknowledge

@@ -60,12 +60,12 @@ class _SentWriter:
     The first result into an empty batch waits ``delay`` for company, then writes the whole batch; a full batch
     is written at once. Every caller returns only after its own row is written, so a finished send task still
     means a durable outcome (`drain` relies on it). A write that fails is repeated until the database takes it
-    (the statement is guarded by claim number, so writing twice changes nothing).
+    (a wamid already recorded is kept, so writing twice changes nothing).
     """
 
     def __init__(
         self,
-        write: Callable[[list[tuple[int, int, str]]], Awaitable[None]],
+        write: Callable[[list[tuple[int, str]]], Awaitable[None]],
         durably: Callable[[str, Callable[[], Awaitable[object]]], Awaitable[None]],
         *,
         delay: float,
@@ -75,12 +75,12 @@ class _SentWriter:
         self._durably = durably
         self._delay = delay
         self._limit = limit
-        self._batch: list[tuple[int, int, str, asyncio.Future[None]]] = []
+        self._batch: list[tuple[int, str, asyncio.Future[None]]] = []
         self.writes = 0
 
-    async def record(self, delivery_id: int, claim: int, wamid: str) -> None:
+    async def record(self, delivery_id: int, wamid: str) -> None:
         done = asyncio.get_running_loop().create_future()
-        self._batch.append((delivery_id, claim, wamid, done))
+        self._batch.append((delivery_id, wamid, done))
         if len(self._batch) >= self._limit:
             await self._flush()
         elif len(self._batch) == 1:
@@ -92,7 +92,7 @@ class _SentWriter:
         batch, self._batch = self._batch, []
         if not batch:
             return
-        rows = [(i, c, w) for i, c, w, _ in batch]
+        rows = [(i, w) for i, w, _ in batch]
         try:
             await self._durably(f"{len(rows)} accepted send(s)", lambda: self._write(rows))
             error: BaseException | None = None
@@ -341,7 +341,7 @@ class Dispatcher:
             await asyncio.sleep(delay)
             delay = min(delay * 2, WRITE_RETRY_CAP)
 
-    async def _write_sent(self, rows: list[tuple[int, int, str]]) -> None:
+    async def _write_sent(self, rows: list[tuple[int, str]]) -> None:
         await outcome.record_sent_many(self._sm, sent=rows, phone_number_id=self._phone)
 
     async def _send(self, row: claim.Claimed, tracker: Tracker) -> None:
@@ -398,7 +398,7 @@ class Dispatcher:
             await self._durably(what, partial(outcome.record_unknown, sm, id=row.id, claim=row.claim, title=title))
             self._count("unknown")
             return
-        await self._writer.record(row.id, row.claim, res.wamid)
+        await self._writer.record(row.id, res.wamid)
         self._sent += 1
         self._count("sent")
 

@@ -21,16 +21,17 @@ async def _run(sm: async_sessionmaker[AsyncSession], name: str, params: Mapping[
 
 
 async def record_sent_many(
-    sm: async_sessionmaker[AsyncSession], *, sent: Sequence[tuple[int, int, str]], phone_number_id: str | None = None
+    sm: async_sessionmaker[AsyncSession], *, sent: Sequence[tuple[int, str]], phone_number_id: str | None = None
 ) -> None:
-    """Record a batch of (delivery id, claim, wamid) Meta accepted, in one transaction.
+    """Record a batch of (delivery id, wamid) Meta accepted, in one transaction.
 
-    A wamid is proof of acceptance: it moves the row to `sent` even when the lease expired before this write
-    (the row is `unknown` by then). With ``phone_number_id``, the sender's back-off escalation is reset too.
+    A wamid is proof of acceptance: it moves the row to `sent` whatever happened to it meanwhile (the lease
+    expired and it is `unknown`, it was queued again...). With ``phone_number_id``, the sender's back-off
+    escalation is reset too.
     """
     if not sent:
         return
-    params = {"ids": [i for i, _, _ in sent], "claims": [c for _, c, _ in sent], "wamids": [w for _, _, w in sent]}
+    params = {"ids": [i for i, _ in sent], "wamids": [w for _, w in sent]}
     async with sm() as s, s.begin():
         await s.execute(query("record_sent"), params)
         if phone_number_id is not None:

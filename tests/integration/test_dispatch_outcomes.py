@@ -364,47 +364,48 @@ async def test_bot_replies_are_claimed_and_sent_exactly_once_as_text(
     assert [r.wamid for r in rows] == [f"wamid.{await tracker_for(db, r.id)}" for r in rows]
 
 
-async def test_batched_sent_outcomes_are_guarded_by_claim_and_evidence_wins(db: Db, tenant: Tenant) -> None:
-    """A wamid is proof: it settles our own claim, a row reaped to `unknown` meanwhile, and fills in a row a status
-    moved on; only a row a newer claim is sending right now is left to that claim."""
-    aid = await seed(db, tenant.employer_id, 5)
+async def test_a_wamid_always_wins_whatever_happened_to_the_row_meanwhile(db: Db, tenant: Tenant) -> None:
+    """A wamid is proof that Meta accepted the send: it settles our own claim, a row reaped to `unknown`, a row
+    queued again or being sent again, a row skipped at its next claim, and fills in a row a status moved on."""
+    aid = await seed(db, tenant.employer_id, 6)
     async with db() as s, s.begin():
         await s.execute(
             text(
                 "INSERT INTO delivery (employer_id, announcement_id, employee_id, status, claimed_by, claims, "
-                "attempts) SELECT :e, :a, id, CASE id % 5 WHEN 0 THEN 'sending' WHEN 1 THEN 'sending' "
-                "WHEN 2 THEN 'delivered' WHEN 3 THEN 'unknown' ELSE 'pending' END, "
-                "CASE id % 5 WHEN 1 THEN 'other' ELSE 'me' END, CASE id % 5 WHEN 1 THEN 2 ELSE 1 END, 1 "
+                "attempts) SELECT :e, :a, id, CASE id % 6 WHEN 0 THEN 'sending' WHEN 1 THEN 'sending' "
+                "WHEN 2 THEN 'delivered' WHEN 3 THEN 'unknown' WHEN 4 THEN 'pending' ELSE 'skipped' END, "
+                "CASE id % 6 WHEN 1 THEN 'other' ELSE 'me' END, CASE id % 6 WHEN 1 THEN 2 ELSE 1 END, 1 "
                 "FROM employee"
             ),
             {"e": tenant.employer_id, "a": aid},
         )
-        ids = dict((await s.execute(text("SELECT employee_id % 5, id FROM delivery"))).all())
+        ids = dict((await s.execute(text("SELECT employee_id % 6, id FROM delivery"))).all())
 
-    await outcome.record_sent_many(db, sent=[(ids[k], 1, f"wamid.{k}") for k in range(5)])
+    await outcome.record_sent_many(db, sent=[(ids[k], f"wamid.{k}") for k in range(6)])
 
     async with db() as s:
         rows = {
             r.k: (r.status, r.wamid, r.sent)
             for r in (
                 await s.execute(
-                    text("SELECT employee_id % 5 AS k, status, wamid, sent_at IS NOT NULL AS sent FROM delivery")
+                    text("SELECT employee_id % 6 AS k, status, wamid, sent_at IS NOT NULL AS sent FROM delivery")
                 )
             ).all()
         }
     assert rows == {
         0: ("sent", "wamid.0", True),  # our claim, still sending: recorded
-        1: ("sending", None, False),  # a newer claim (2) is sending it: its own outcome decides
+        1: ("sent", "wamid.1", True),  # a newer claim is sending it again: it already reached the employee
         2: ("delivered", "wamid.2", False),  # a status callback got there first: status kept, wamid filled in
         3: ("sent", "wamid.3", True),  # reaped after its lease: the late wamid proves it was sent
-        4: ("sent", "wamid.4", True),  # even queued again by resend-unknown: it is never sent twice
+        4: ("sent", "wamid.4", True),  # queued again by resend-unknown: it is never sent twice
+        5: ("sent", "wamid.5", True),  # skipped at a later claim: the employee had it before opting out
     }
 
     # Writing the same batch again (the first COMMIT's answer was lost) changes nothing.
-    await outcome.record_sent_many(db, sent=[(ids[k], 1, f"wamid.{k}x") for k in range(5)])
+    await outcome.record_sent_many(db, sent=[(ids[k], f"wamid.{k}x") for k in range(6)])
     async with db() as s:
-        again = dict((await s.execute(text("SELECT employee_id % 5, wamid FROM delivery"))).all())
-    assert again == {0: "wamid.0", 1: None, 2: "wamid.2", 3: "wamid.3", 4: "wamid.4"}
+        again = dict((await s.execute(text("SELECT employee_id % 6, wamid FROM delivery"))).all())
+    assert again == {k: f"wamid.{k}" for k in range(6)}
 
 
 async def heartbeats(db: Db, worker_id: str) -> int:
