@@ -70,6 +70,9 @@ def refused(port: int) -> bool:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        # Accepted into the old listener's backlog just as it closed: the outage is starting; look again.
+        return False
     return False
 
 
