@@ -1,4 +1,4 @@
-"""HTTP endpoints for announcements (CONTRACT.md, Announcements)."""
+"""HTTP endpoints for announcements (docs/api.md#announcements)."""
 
 from __future__ import annotations
 

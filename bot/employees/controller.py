@@ -1,4 +1,4 @@
-"""HTTP endpoints for employees (CONTRACT.md, Employees)."""
+"""HTTP endpoints for employees (docs/api.md#employees)."""
 
 from __future__ import annotations
 

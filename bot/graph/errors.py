@@ -3,7 +3,8 @@
 Modelled on ``httpx/_exceptions.py``: one documented hierarchy, and one place (`classify_error_envelope`,
 `map_transport_errors`) that turns lower-level facts into the most specific class at the boundary.
 
-The question every class answers is *"could Meta have accepted this message?"* (WHATSAPP.md §5.3):
+The question every class answers is *"could Meta have accepted this message?"*
+(docs/whatsapp.md#no-idempotency-on-sends):
 
     GraphError
     ├── NotSentError         provably not accepted; safe to send again later (delivery → pending)
@@ -114,9 +115,9 @@ class AmbiguousError(GraphError):
 
 
 # --- Code tables -------------------------------------------------------------------------------------
-# One place for every Graph error code we act on. Source: WHATSAPP.md §6.2 (Meta's error-code table and
-# its suggested fixes) and §6.3 (throughput, pair rate). Meta says to branch on `code`, never on the HTTP
-# status or the deprecated subcode (§6.1).
+# One place for every Graph error code we act on. Source: docs/whatsapp.md#error-codes (Meta's error-code table and
+# its suggested fixes) and #throughput-and-pair-rate. Meta says to branch on `code`, never on the HTTP
+# status or the deprecated subcode (#error-envelope).
 
 # Throttling of the whole number/app/WABA: everyone backs off (130429 throughput, 4 app rate, 80007 WABA).
 THROTTLE_SENDER_CODES: frozenset[int] = frozenset({4, 80007, 130429})

@@ -1,4 +1,4 @@
-"""Request bodies for ``POST /{phone_number_id}/messages`` (WHATSAPP.md §5.1-5.2)."""
+"""Request bodies for ``POST /{phone_number_id}/messages`` (docs/whatsapp.md#sending-a-message)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 from bot.settings import Template
 
 # The announcement template's quick-reply button carries `ack:<delivery id>`: Meta echoes the payload on the
-# tap, so a tap that arrives without `context.id` still names the delivery it acknowledges (WHATSAPP.md §3.3).
+# tap, so a tap that arrives without `context.id` still names the delivery it acknowledges
+# (docs/whatsapp.md#inbound-messages).
 ACK_PAYLOAD_PREFIX = "ack:"
 
 
@@ -15,9 +16,11 @@ def _envelope(to: str, callback_data: str) -> dict[str, Any]:
     return {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
-        # Without the "+" Meta prepends the business number's country code: a wrong-recipient risk (§5.1).
+        # Without the "+" Meta prepends the business number's country code: a wrong-recipient risk
+        # (docs/whatsapp.md#sending-a-message).
         "to": to if to.startswith("+") else f"+{to}",
-        # Echoed on every status webhook: how an `unknown` delivery is later proven sent (DESIGN.md §3).
+        # Our tracker, echoed on every status webhook: how an `unknown` delivery is later proven sent
+        # (docs/architecture.md#evidence).
         "biz_opaque_callback_data": callback_data,
     }
 
@@ -32,8 +35,9 @@ def template_message(
 ) -> dict[str, Any]:
     """The approved announcement template with the text as its one body parameter.
 
-    Its quick-reply button (the first button, CONTRACT.md: the acknowledgement) gets the delivery id as its
-    payload, so the tap identifies the delivery even when Meta sends it without `context`.
+    Its quick-reply button (the first button: the acknowledgement, docs/whatsapp.md#template-message) gets
+    ``ack:<delivery id>`` as its payload, so the tap identifies the delivery even when Meta sends it without
+    `context`.
     """
     return {
         **_envelope(to, callback_data),

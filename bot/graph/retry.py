@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-# Meta's only published backoff rule: after a 131056 pair-rate error wait 4**x seconds (WHATSAPP.md §6.3).
+# Meta's only published backoff rule: after a 131056 pair-rate error wait 4**x seconds
+# (docs/whatsapp.md#throughput-and-pair-rate).
 PAIR_RATE_BASE = 4.0
 
 

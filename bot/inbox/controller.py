@@ -1,4 +1,4 @@
-"""`GET /messages`: the employer's inbox of inbound employee messages (CONTRACT.md, Inbox)."""
+"""`GET /messages`: the employer's inbox of inbound employee messages (docs/api.md#inbox)."""
 
 from __future__ import annotations
 

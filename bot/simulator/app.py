@@ -39,6 +39,23 @@ def _quick_reply_payload(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _shown_text(body: dict[str, Any]) -> str | None:
+    """What the recipient reads: a text's body; a template's name and text parameters (`name:p1|p2`)."""
+    text, template = body.get("text"), body.get("template")
+    if isinstance(text, dict) and isinstance(text.get("body"), str):
+        return str(text["body"])
+    if isinstance(template, dict):
+        texts = [
+            str(parameter["text"])
+            for component in template.get("components") or []
+            if isinstance(component, dict)
+            for parameter in component.get("parameters") or []
+            if isinstance(parameter, dict) and isinstance(parameter.get("text"), str)
+        ]
+        return f"{template.get('name')}:{'|'.join(texts)}"
+    return None
+
+
 def _error(exc: GraphError) -> Response[Any]:
     return Response(exc.envelope(), status_code=exc.status)
 
@@ -82,7 +99,7 @@ async def send_message(
         )
 
     wamid = "wamid." + secrets.token_urlsafe(24)
-    sim.stats.record_send(recipient, key)
+    sim.stats.record_send(recipient, key, kind=str(body.get("type")), text=_shown_text(body))
     undeliverable = sim.roll(config.fault_undeliverable)
     if undeliverable:
         sim.stats.faults["undeliverable"] += 1
@@ -115,6 +132,13 @@ def _snapshot(state: State) -> dict[str, Any]:
 @get("/_simulator/stats")
 async def stats(state: State) -> dict[str, Any]:
     return _snapshot(state)
+
+
+@get("/_simulator/sends")
+async def sends(state: State, recipient: str | None = None) -> dict[str, Any]:
+    """Every recipient with its accepted sends: count, first and last acceptance time (`time.time()`), and each
+    send's time, type, dedup key and text. `?recipient=<digits>` narrows it to one recipient."""
+    return {"recipients": _simulator(state).stats.sends_listing(recipient)}
 
 
 @post("/_simulator/reset", status_code=200)
@@ -158,7 +182,7 @@ def create_simulator_app(config: SimulatorConfig) -> Litestar:
             await sim.stop()
 
     return Litestar(
-        route_handlers=[send_message, stats, reset, simulate_outage],
+        route_handlers=[send_message, stats, sends, reset, simulate_outage],
         lifespan=[running],
         state=State({"simulator": sim, "outage": outage}),
         openapi_config=None,

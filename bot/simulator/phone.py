@@ -158,7 +158,7 @@ class Simulator:
         self, wamid: str, recipient: str, callback: str | None, kind: str, undeliverable: bool, ack_payload: str | None
     ) -> None:
         if undeliverable:
-            # The asynchronous variant of 131026: accepted, then a `failed` status (WHATSAPP.md §6.2).
+            # The asynchronous variant of 131026: accepted, then a `failed` status (docs/whatsapp.md#error-codes).
             error = {
                 "code": 131026,
                 "title": "Message undeliverable",

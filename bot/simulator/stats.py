@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+# `GET /_simulator/sends` shows this much of each accepted message's text: enough to tell an announcement from
+# a bot reply, never a whole 4,096-character message per send kept in memory.
+TEXT_SHOWN = 200
+
+
+@dataclass
+class Accepted:
+    """One accepted send, as `GET /_simulator/sends` lists it."""
+
+    at: float  # wall clock (time.time()), comparable with the clock of any process on the same machine
+    kind: str  # the message `type`: text, template, ...
+    key: str  # biz_opaque_callback_data, or the text when there is none (what `duplicates` counts by)
+    text: str | None  # the text body (a template: its name and parameters), cut to TEXT_SHOWN characters
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "type": self.kind, "key": self.key, "text": self.text}
 
 
 @dataclass
@@ -20,10 +38,29 @@ class Stats:
     callback_retries: int = 0
     replies: Counter[str] = field(default_factory=Counter)
     outages: int = 0
+    # recipient digits -> every send accepted for them, in order of acceptance.
+    accepted_log: dict[str, list[Accepted]] = field(default_factory=dict)
 
-    def record_send(self, recipient: str, key: str) -> None:
+    def record_send(self, recipient: str, key: str, *, kind: str = "text", text: str | None = None) -> None:
         self.accepted += 1
         self.sends[(recipient, key)] += 1
+        shown = text[:TEXT_SHOWN] if text is not None else None
+        self.accepted_log.setdefault(recipient, []).append(Accepted(time.time(), kind, key, shown))
+
+    def sends_listing(self, recipient: str | None = None) -> list[dict[str, Any]]:
+        """Each recipient with the count and first/last time of their accepted sends, and the sends themselves."""
+        chosen = self.accepted_log if recipient is None else {recipient: self.accepted_log.get(recipient, [])}
+        return [
+            {
+                "recipient": who,
+                "accepted": len(log),
+                "first_at": log[0].at,
+                "last_at": log[-1].at,
+                "messages": [entry.as_dict() for entry in log],
+            }
+            for who, log in chosen.items()
+            if log
+        ]
 
     @property
     def duplicates(self) -> int:

@@ -1,4 +1,7 @@
-"""Validate a send request the way the Cloud API does, answering its error envelope (WHATSAPP.md §6.1)."""
+"""Validate a send request the way the Cloud API does, answering its error envelope.
+
+See docs/whatsapp.md#error-envelope.
+"""
 
 from __future__ import annotations
 

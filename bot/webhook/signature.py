@@ -1,4 +1,4 @@
-"""X-Hub-Signature-256 verification over the exact request bytes (WHATSAPP.md §2)."""
+"""X-Hub-Signature-256 verification over the exact request bytes (docs/whatsapp.md#webhook-signature)."""
 
 from __future__ import annotations
 

@@ -6,10 +6,11 @@ throttling (130429), pair-rate limits (131056), HTTP 500s and sends that are acc
 signed status callbacks, which settle `unknown` deliveries through `biz_opaque_callback_data`. While batches
 are in flight, random workers are SIGKILLed and restarted.
 
-The checks are CONTRACT.md's guarantees 1 and 2: no message accepted twice; exactly one terminal delivery per
-(announcement, employee); every message the simulator accepted is accounted for in the ledger; and `unknown`
-is used only for sends that really were ambiguous (a timeout, a 5xx, or a claimer killed mid-send). The test
-also fails if the faults or kills it relies on did not happen, so it cannot pass by testing nothing.
+The checks are the first two promises of docs/architecture.md (never twice, never lost): no message accepted
+twice; exactly one terminal delivery per (announcement, employee); every message the simulator accepted is
+accounted for in the ledger; and `unknown` is used only for sends that really were ambiguous (a timeout, a 5xx,
+or a claimer killed mid-send). The test also fails if the faults or kills it relies on did not happen, so it
+cannot pass by testing nothing.
 """
 
 from __future__ import annotations

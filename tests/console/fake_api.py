@@ -1,4 +1,4 @@
-"""An in-memory stand-in for BotApi with the service's semantics (CONTRACT.md), for Pilot tests.
+"""An in-memory stand-in for BotApi with the service's semantics (docs/api.md), for Pilot tests.
 
 It implements the same methods, the same validation (422 naming the field), the same idempotency rules
 (same key + same body → the same announcement; same key + other body → 422) and the same cancel and

@@ -1,4 +1,4 @@
-"""Employees API (CONTRACT.md, Employees): upsert, import, listing, pagination, errors."""
+"""Employees API (docs/api.md#employees): upsert, import, listing, pagination, errors."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from bot.settings import Settings
 from bot.webhook.signature import sign
 from tests.conftest import APP_SECRET, VERIFY_TOKEN, Tenant, tracker_for
 
-# Copies of ../shared/whatsapp-payloads kept in the repository: the suite must run from a fresh clone alone.
+# Real-shaped payloads kept in the repository: the suite must run from a fresh clone alone.
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "whatsapp-payloads"
 CASES = [
     (f.name, name, body) for f in sorted(FIXTURES.glob("*.json")) for name, body in json.loads(f.read_text()).items()
@@ -111,7 +111,7 @@ async def test_signature_rejections_store_nothing(
 async def test_missing_signature_is_401_and_a_wrong_one_403(
     client: AsyncTestClient[Litestar], db: async_sessionmaker[AsyncSession]
 ) -> None:
-    # CONTRACT.md: missing -> 401 (who are you?), present but wrong -> 403 (not Meta); nothing stored either way.
+    # docs/api.md: missing -> 401 (who are you?), present but wrong -> 403 (not Meta); nothing stored either way.
     body = _inbound_text("wamid.SIG", "hello")
     good = sign(APP_SECRET, body)
     missing = [{}, {"X-Hub-Signature-256": ""}, {"X-Hub-Signature-256": "   "}]
@@ -138,7 +138,8 @@ async def test_missing_signature_is_401_and_a_wrong_one_403(
 async def test_non_ascii_bodies_verify_over_the_exact_bytes(
     client: AsyncTestClient[Litestar], db: async_sessionmaker[AsyncSession]
 ) -> None:
-    # The characters that broke other receivers (WHATSAPP.md §2): "/", "@", accents, emoji, in both wire forms.
+    # The characters that broke other receivers (docs/whatsapp.md#webhook-signature): "/", "@", accents, emoji,
+    # in both wire forms.
     words = "Réunion à 14h/15h — écrivez à rh@exemple.fr 👍🏽 שלום"
     escaped = _inbound_text("wamid.ESC", words)  # json.dumps default: \u00e9, \ud83d\udc4d
     raw = json.dumps(json.loads(_inbound_text("wamid.RAW", words)), ensure_ascii=False).encode()

@@ -1,6 +1,6 @@
 """Migrations: apply on an empty database, match the models exactly, go down and up again.
 
-Sync tests on purpose: Alembic's env.py runs its own event loop (STYLE.md §4.3).
+Sync tests on purpose: Alembic's env.py runs its own event loop (so `alembic.command` may not run inside ours).
 """
 
 from __future__ import annotations
