@@ -1,4 +1,4 @@
-"""BotApi: the console's only way to reach the service, over its REST API (CONTRACT.md, HTTP API).
+"""BotApi: the console's only way to reach the service, over its REST API (docs/api.md).
 
 Every method returns `bot.contracts` Structs. Failures become one of two exceptions so the UI has a single
 place to explain them: `ApiError` (the server answered with a problem document) and `ApiUnreachable`
