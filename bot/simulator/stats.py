@@ -47,9 +47,8 @@ class Stats:
         shown = text[:TEXT_SHOWN] if text is not None else None
         self.accepted_log.setdefault(recipient, []).append(Accepted(time.time(), kind, key, shown))
 
-    def sends_listing(self, recipient: str | None = None) -> list[dict[str, Any]]:
+    def sends_listing(self) -> list[dict[str, Any]]:
         """Each recipient with the count and first/last time of their accepted sends, and the sends themselves."""
-        chosen = self.accepted_log if recipient is None else {recipient: self.accepted_log.get(recipient, [])}
         return [
             {
                 "recipient": who,
@@ -58,8 +57,7 @@ class Stats:
                 "last_at": log[-1].at,
                 "messages": [entry.as_dict() for entry in log],
             }
-            for who, log in chosen.items()
-            if log
+            for who, log in self.accepted_log.items()
         ]
 
     @property
