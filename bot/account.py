@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from litestar import get
 from litestar.di import NamedDependency
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import contracts
 from bot.auth import Principal
-from bot.db.models import Employer
+from bot.db.queries import query
 
 
 @get("/me", operation_id="Me", tags=["Account"], summary="The employer this token belongs to")
 async def me(principal: NamedDependency[Principal], db_session: NamedDependency[AsyncSession]) -> contracts.Me:
-    row = (await db_session.scalars(select(Employer).where(Employer.id == principal.employer_id))).one()
+    row = (await db_session.execute(query("employer_get"), {"id": principal.employer_id})).one()
     return contracts.Me(employer=contracts.Employer(id=row.id, slug=row.slug, name=row.name, timezone=row.timezone))

@@ -6,9 +6,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.db.queries import query
 from bot.errors import UnauthorizedError
 
 TOKEN_PREFIX = "jem_"  # noqa: S105  (a prefix, not a secret)
@@ -44,16 +44,7 @@ def bearer_token(authorization: str | None) -> str:
 
 async def authenticate(session: AsyncSession, authorization: str | None) -> Principal:
     token = bearer_token(authorization)
-    # The lookup is by hash through a unique index: no timing signal about other tokens' values.
-    row = (
-        await session.execute(
-            text(
-                "SELECT t.id, t.employer_id, e.timezone FROM api_token t JOIN employer e ON e.id = t.employer_id "
-                "WHERE t.token_hash = :h AND t.revoked_at IS NULL"
-            ),
-            {"h": hash_token(token)},
-        )
-    ).first()
+    row = (await session.execute(query("token_lookup"), {"h": hash_token(token)})).first()
     if row is None:
         raise UnauthorizedError("the token is invalid or revoked")
     return Principal(employer_id=row.employer_id, token_id=row.id, timezone=row.timezone)

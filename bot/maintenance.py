@@ -18,10 +18,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from litestar import Litestar
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import Lifespan
+from bot.db.queries import query
 from bot.ledger import reaper
 from bot.settings import Settings
 
@@ -34,27 +34,21 @@ WORKER_RETENTION_DAYS = 7
 
 async def purge_idempotency_keys(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
     async with sessionmaker() as session:
-        result = await session.execute(text("DELETE FROM idempotency_key WHERE expires_at < now()"))
+        result = await session.execute(query("purge_idempotency_keys"))
         await session.commit()
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def purge_webhook_events(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
     async with sessionmaker() as session:
-        result = await session.execute(
-            text("DELETE FROM webhook_event WHERE received_at < now() - make_interval(days => :days)"),
-            {"days": WEBHOOK_EVENT_RETENTION_DAYS},
-        )
+        result = await session.execute(query("purge_webhook_events"), {"days": WEBHOOK_EVENT_RETENTION_DAYS})
         await session.commit()
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def purge_inbound_messages(sessionmaker: async_sessionmaker[AsyncSession], *, days: int) -> int:
     async with sessionmaker() as session:
-        result = await session.execute(
-            text("DELETE FROM inbound_message WHERE received_at < now() - make_interval(days => :days)"),
-            {"days": days},
-        )
+        result = await session.execute(query("purge_inbound_messages"), {"days": days})
         await session.commit()
     return int(result.rowcount)  # type: ignore[attr-defined]
 

@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.db.queries import query
 from bot.errors import BadRequestError, ConflictError, ValidationFailedError
 
 HEADER = "Idempotency-Key"
@@ -68,40 +68,6 @@ def fingerprint(body: bytes) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-_INSERT = text(
-    """
-    INSERT INTO idempotency_key (employer_id, key, fingerprint, state, locked_until, expires_at)
-    VALUES (:employer_id, :key, :fp, 'running', now() + make_interval(secs => :lock), now() + :retain)
-    ON CONFLICT (employer_id, key) DO NOTHING
-    RETURNING locked_until
-    """
-)
-_EXISTING = text(
-    "SELECT fingerprint, state, response_status, response_body, locked_until < now() AS stale "
-    "FROM idempotency_key WHERE employer_id = :employer_id AND key = :key"
-)
-# Take over a `running` key whose owner died (its lock expired); only one taker can win.
-_TAKE_OVER = text(
-    """
-    UPDATE idempotency_key
-       SET locked_until = now() + make_interval(secs => :lock), fingerprint = :fp, expires_at = now() + :retain
-     WHERE employer_id = :employer_id AND key = :key AND state = 'running' AND locked_until < now()
-    RETURNING locked_until
-    """
-)
-_COMPLETE = text(
-    """
-    UPDATE idempotency_key
-       SET state = 'completed', response_status = :status, response_body = :body, expires_at = now() + :retain
-     WHERE employer_id = :employer_id AND key = :key AND state = 'running' AND locked_until = :locked_until
-    """
-)
-_RELEASE = text(
-    "DELETE FROM idempotency_key "
-    "WHERE employer_id = :employer_id AND key = :key AND state = 'running' AND locked_until = :locked_until"
-)
-
-
 async def acquire(session: AsyncSession, employer_id: int, key: str, fp: str) -> Lock | Replay:
     """Own the key (committed as `running`), or get the stored response to replay.
 
@@ -110,11 +76,11 @@ async def acquire(session: AsyncSession, employer_id: int, key: str, fp: str) ->
     """
     params = {"employer_id": employer_id, "key": key, "fp": fp, "lock": LOCK_SECONDS, "retain": RETAIN}
     for _ in range(3):
-        locked_until = (await session.execute(_INSERT, params)).scalar_one_or_none()
+        locked_until = (await session.execute(query("idempotency_insert"), params)).scalar_one_or_none()
         if locked_until is not None:
             await session.commit()
             return Lock(employer_id, key, locked_until)
-        row = (await session.execute(_EXISTING, params)).mappings().one_or_none()
+        row = (await session.execute(query("idempotency_get"), params)).mappings().one_or_none()
         if row is None:
             # Purged or released between our insert and our read: try again.
             await session.rollback()
@@ -128,7 +94,7 @@ async def acquire(session: AsyncSession, employer_id: int, key: str, fp: str) ->
             await session.rollback()
             return Replay(row["response_status"], bytes(row["response_body"]))
         if row["stale"]:
-            taken = (await session.execute(_TAKE_OVER, params)).scalar_one_or_none()
+            taken = (await session.execute(query("idempotency_take_over"), params)).scalar_one_or_none()
             if taken is not None:
                 await session.commit()
                 return Lock(employer_id, key, taken)
@@ -140,7 +106,7 @@ async def acquire(session: AsyncSession, employer_id: int, key: str, fp: str) ->
 async def complete(session: AsyncSession, lock: Lock, status: int, body: bytes) -> None:
     """Store the response; call inside the transaction that creates the resource, before its commit."""
     result = await session.execute(
-        _COMPLETE,
+        query("idempotency_complete"),
         {
             "employer_id": lock.employer_id,
             "key": lock.key,
@@ -159,6 +125,7 @@ async def release(session: AsyncSession, lock: Lock) -> None:
     """Forget the key after a request that created nothing (bad input), so the client can fix and retry."""
     await session.rollback()
     await session.execute(
-        _RELEASE, {"employer_id": lock.employer_id, "key": lock.key, "locked_until": lock.locked_until}
+        query("idempotency_release"),
+        {"employer_id": lock.employer_id, "key": lock.key, "locked_until": lock.locked_until},
     )
     await session.commit()

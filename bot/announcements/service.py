@@ -6,17 +6,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import contracts
 from bot.contracts import MAX_MESSAGE_LENGTH, FieldError
+from bot.db.queries import query
 from bot.errors import ConflictError, NotFoundError, ValidationFailedError
 from bot.ledger.counts import counts_for
 from bot.pagination import MAX_ID
 from bot.phones import mask_phone
-
-_COLUMNS = "id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at"
 
 
 def _message(raw: str, errors: list[FieldError]) -> str:
@@ -66,14 +64,7 @@ async def _audience(
         errors.append(FieldError(field="audience.employee_ids", message="must list at least one employee id"))
         return {"employee_ids": ids}
     valid_range = [i for i in ids if 0 < i <= MAX_ID]
-    known = set(
-        (
-            await session.execute(
-                text("SELECT id FROM employee WHERE employer_id = :e AND id = ANY(:ids)"),
-                {"e": employer_id, "ids": valid_range},
-            )
-        ).scalars()
-    )
+    known = set((await session.execute(query("employees_known"), {"e": employer_id, "ids": valid_range})).scalars())
     unknown = [i for i in ids if i not in known]
     if unknown:
         shown = ", ".join(str(i) for i in unknown[:20]) + (" …" if len(unknown) > 20 else "")
@@ -106,25 +97,13 @@ async def create(
     audience = await _audience(session, employer_id, data.audience, errors)
     if errors:
         raise ValidationFailedError.many(errors)
-    row = (
-        await session.execute(
-            text(
-                "INSERT INTO announcement (employer_id, message, send_at, status, audience, created_by_token_id) "
-                "VALUES (:e, :m, :s, 'scheduled', CAST(:a AS jsonb), :t) RETURNING " + _COLUMNS
-            ),
-            {"e": employer_id, "m": message, "s": send_at, "a": msgspec.json.encode(audience).decode(), "t": token_id},
-        )
-    ).one()
+    params = {"e": employer_id, "m": message, "s": send_at, "a": msgspec.json.encode(audience).decode(), "t": token_id}
+    row = (await session.execute(query("announcement_insert"), params)).one()
     return _to_contract(row, contracts.Counts())
 
 
 async def get(session: AsyncSession, employer_id: int, announcement_id: int) -> contracts.Announcement:
-    row = (
-        await session.execute(
-            text(f"SELECT {_COLUMNS} FROM announcement WHERE id = :id AND employer_id = :e"),  # noqa: S608 (constant columns)
-            {"id": announcement_id, "e": employer_id},
-        )
-    ).one_or_none()
+    row = (await session.execute(query("announcement_get"), {"id": announcement_id, "e": employer_id})).one_or_none()
     if row is None:
         raise NotFoundError("No such announcement.")
     counts = await counts_for(session, [row.id])
@@ -135,16 +114,8 @@ async def list_page(
     session: AsyncSession, employer_id: int, *, status: str | None, after_id: int | None, limit: int
 ) -> list[contracts.Announcement]:
     """Newest first; fetches limit+1 rows so the caller can tell whether another page exists."""
-    rows = (
-        await session.execute(
-            text(
-                f"SELECT {_COLUMNS} FROM announcement WHERE employer_id = :e "  # noqa: S608 (constant columns)
-                "AND (CAST(:status AS text) IS NULL OR status = :status) "
-                "AND (CAST(:after AS bigint) IS NULL OR id < :after) ORDER BY id DESC LIMIT :limit"
-            ),
-            {"e": employer_id, "status": status, "after": after_id, "limit": limit + 1},
-        )
-    ).all()
+    params = {"e": employer_id, "status": status, "after": after_id, "n": limit + 1}
+    rows = (await session.execute(query("announcement_page"), params)).all()
     counts = await counts_for(session, [r.id for r in rows[:limit]])
     return [_to_contract(r, counts.get(r.id, contracts.Counts())) for r in rows]
 
@@ -155,29 +126,26 @@ async def patch(
     """Change a `scheduled` announcement. The conditional UPDATE cannot race with fan-out: once the
     dispatcher has moved it to `dispatching`, no row matches and the answer is 409. Does not commit."""
     errors: list[FieldError] = []
-    sets: list[str] = []
-    params: dict[str, Any] = {"id": announcement_id, "e": employer_id}
+    params: dict[str, Any] = {
+        "id": announcement_id,
+        "e": employer_id,
+        "set_message": False,
+        "m": None,
+        "set_send_at": False,
+        "s": None,
+        "set_audience": False,
+        "a": None,
+    }
     if not isinstance(data.message, msgspec.UnsetType):
-        params["m"] = _message(data.message, errors)
-        sets.append("message = :m")
+        params |= {"set_message": True, "m": _message(data.message, errors)}
     if not isinstance(data.send_time, msgspec.UnsetType):
-        params["s"] = _send_at(data.send_time, errors)
-        sets.append("send_at = :s")
+        params |= {"set_send_at": True, "s": _send_at(data.send_time, errors)}
     if not isinstance(data.audience, msgspec.UnsetType):
-        params["a"] = msgspec.json.encode(await _audience(session, employer_id, data.audience, errors)).decode()
-        sets.append("audience = CAST(:a AS jsonb)")
+        audience = await _audience(session, employer_id, data.audience, errors)
+        params |= {"set_audience": True, "a": msgspec.json.encode(audience).decode()}
     if errors:
         raise ValidationFailedError.many(errors)
-    sets.append("updated_at = now()")
-    row = (
-        await session.execute(
-            text(
-                f"UPDATE announcement SET {', '.join(sets)} "  # noqa: S608 (fixed fragments; values are bound)
-                f"WHERE id = :id AND employer_id = :e AND status = 'scheduled' RETURNING {_COLUMNS}"
-            ),
-            params,
-        )
-    ).one_or_none()
+    row = (await session.execute(query("announcement_patch"), params)).one_or_none()
     if row is None:
         current = await get(session, employer_id, announcement_id)  # 404 when it is not ours
         raise ConflictError(f"Only a scheduled announcement can be changed; this one is {current.status}.")
@@ -186,12 +154,7 @@ async def patch(
 
 
 async def ensure_exists(session: AsyncSession, employer_id: int, announcement_id: int) -> None:
-    found = (
-        await session.execute(
-            text("SELECT 1 FROM announcement WHERE id = :id AND employer_id = :e"),
-            {"id": announcement_id, "e": employer_id},
-        )
-    ).first()
+    found = (await session.execute(query("announcement_exists"), {"id": announcement_id, "e": employer_id})).first()
     if found is None:
         raise NotFoundError("No such announcement.")
 
@@ -217,20 +180,7 @@ async def deliveries_page(
     digits = "".join(c for c in needle if c.isdigit()) if looks_like_phone else ""
     rows = (
         await session.execute(
-            text(
-                """
-                SELECT d.id, d.employee_id, e.name, e.phone, d.status, d.attempts, d.error_code, d.error_title,
-                       d.skip_reason, d.sent_at, d.delivered_at, d.read_at, d.acknowledged_at
-                  FROM delivery d JOIN employee e ON e.id = d.employee_id
-                 WHERE d.announcement_id = :a AND d.employer_id = :e AND d.kind = 'announcement'
-                   AND (CAST(:status AS text) IS NULL OR d.status = :status)
-                   AND (CAST(:ack AS boolean) IS NULL OR (d.acknowledged_at IS NOT NULL) = :ack)
-                   AND (:needle = '' OR e.name ILIKE :pattern ESCAPE '\\'
-                        OR (:digits <> '' AND e.phone LIKE :phone_pattern))
-                   AND (CAST(:after AS bigint) IS NULL OR d.id < :after)
-                 ORDER BY d.id DESC LIMIT :limit
-                """
-            ),
+            query("delivery_page"),
             {
                 "a": announcement_id,
                 "e": employer_id,

@@ -420,3 +420,219 @@ FROM unnest(CAST(:keys AS text[]), CAST(:kinds AS text[]), CAST(:payloads AS tex
 ORDER BY v.key
 ON CONFLICT (key) DO NOTHING
 RETURNING key;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Tenancy: tokens and employers. Every query below that reads an employer's data is scoped by its id.
+
+-- name: token_lookup
+-- The lookup is by hash through a unique index: no timing signal about other tokens' values.
+SELECT t.id, t.employer_id, e.timezone FROM api_token t JOIN employer e ON e.id = t.employer_id
+WHERE t.token_hash = :h AND t.revoked_at IS NULL;
+
+-- name: employer_get
+SELECT id, slug, name, timezone FROM employer WHERE id = :id;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Employees.
+
+-- name: employee_upsert
+-- Upsert by phone within the employer, many rows at once (an import) or one. One lock order for every
+-- import: two imports of overlapping rows in different orders would otherwise deadlock. Opt-out is the
+-- employee's own choice (STOP), so an upsert never touches opted_out_at.
+INSERT INTO employee (employer_id, phone, name, tags)
+SELECT :employer_id, r.phone, r.name, ARRAY(SELECT jsonb_array_elements_text(r.tags))
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(phone text, name text, tags jsonb)
+ORDER BY r.phone
+ON CONFLICT (employer_id, phone) DO UPDATE
+   SET name = excluded.name, tags = excluded.tags, active = true, deactivated_at = NULL, updated_at = now()
+RETURNING id, (xmax = 0) AS created;
+
+-- name: employee_get
+SELECT id, phone, name, tags, active, opted_out_at, created_at, updated_at
+FROM employee WHERE id = :id AND employer_id = :e;
+
+-- name: employee_count
+-- How many employees match the filters (all pages): clients preview an audience with it.
+SELECT count(*) FROM employee
+WHERE employer_id = :e
+  AND (CAST(:tags AS text[]) IS NULL OR tags && CAST(:tags AS text[]))
+  AND (CAST(:needle AS text) IS NULL OR name ILIKE :needle OR phone LIKE :phone_needle)
+  AND (CAST(:include_inactive AS boolean) OR active)
+  AND (CAST(:opted_out AS boolean) IS NULL OR (opted_out_at IS NOT NULL) = CAST(:opted_out AS boolean));
+
+-- name: employee_page
+-- The same filters, newest first, one page (limit + 1 rows, so the caller knows whether another exists).
+SELECT id, phone, name, tags, active, opted_out_at, created_at, updated_at FROM employee
+WHERE employer_id = :e
+  AND (CAST(:tags AS text[]) IS NULL OR tags && CAST(:tags AS text[]))
+  AND (CAST(:needle AS text) IS NULL OR name ILIKE :needle OR phone LIKE :phone_needle)
+  AND (CAST(:include_inactive AS boolean) OR active)
+  AND (CAST(:opted_out AS boolean) IS NULL OR (opted_out_at IS NOT NULL) = CAST(:opted_out AS boolean))
+  AND (CAST(:after AS bigint) IS NULL OR id < :after)
+ORDER BY id DESC
+LIMIT :n;
+
+-- name: employee_patch
+-- Only the fields given change (:set_<field> says which).
+UPDATE employee SET
+  phone = CASE WHEN :set_phone THEN :phone ELSE phone END,
+  name = CASE WHEN :set_name THEN :name ELSE name END,
+  tags = CASE WHEN :set_tags THEN CAST(:tags AS text[]) ELSE tags END,
+  active = CASE WHEN :set_active THEN CAST(:active AS boolean) ELSE active END,
+  deactivated_at = CASE WHEN NOT :set_active THEN deactivated_at
+                        WHEN CAST(:active AS boolean) THEN NULL ELSE now() END,
+  updated_at = now()
+WHERE id = :id AND employer_id = :e
+RETURNING id, phone, name, tags, active, opted_out_at, created_at, updated_at;
+
+-- name: employee_deactivate
+-- Deactivated, never deleted: the ledger's history keeps pointing at the employee.
+UPDATE employee SET active = false, deactivated_at = now(), updated_at = now()
+WHERE id = :id AND employer_id = :e AND active;
+
+-- name: employees_known
+-- Which of these ids are the employer's employees (an audience may only name its own).
+SELECT id FROM employee WHERE employer_id = :e AND id = ANY(CAST(:ids AS bigint[]));
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Announcements.
+
+-- name: announcement_insert
+-- Scheduled; the dispatcher fans it out at send time.
+INSERT INTO announcement (employer_id, message, send_at, status, audience, created_by_token_id)
+VALUES (:e, :m, :s, 'scheduled', CAST(:a AS jsonb), :t)
+RETURNING id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at;
+
+-- name: announcement_get
+SELECT id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at
+FROM announcement WHERE id = :id AND employer_id = :e;
+
+-- name: announcement_exists
+SELECT 1 FROM announcement WHERE id = :id AND employer_id = :e;
+
+-- name: announcement_page
+-- Newest first, limit + 1 rows.
+SELECT id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at
+FROM announcement
+WHERE employer_id = :e
+  AND (CAST(:status AS text) IS NULL OR status = :status)
+  AND (CAST(:after AS bigint) IS NULL OR id < :after)
+ORDER BY id DESC
+LIMIT :n;
+
+-- name: announcement_patch
+-- Only while `scheduled`: fan-out moves it to `dispatching` under the same row lock, so once it has
+-- started no row matches (409). Only the fields given change (:set_<field> says which).
+UPDATE announcement SET
+  message = CASE WHEN :set_message THEN :m ELSE message END,
+  send_at = CASE WHEN :set_send_at THEN CAST(:s AS timestamptz) ELSE send_at END,
+  audience = CASE WHEN :set_audience THEN CAST(:a AS jsonb) ELSE audience END,
+  updated_at = now()
+WHERE id = :id AND employer_id = :e AND status = 'scheduled'
+RETURNING id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at;
+
+-- name: delivery_page
+-- An announcement's deliveries, newest first, limit + 1 rows. :needle matches the employee's name; :digits,
+-- when the needle looks like a phone number, its digits.
+SELECT d.id, d.employee_id, e.name, e.phone, d.status, d.attempts, d.error_code, d.error_title,
+       d.skip_reason, d.sent_at, d.delivered_at, d.read_at, d.acknowledged_at
+FROM delivery d JOIN employee e ON e.id = d.employee_id
+WHERE d.announcement_id = :a AND d.employer_id = :e AND d.kind = 'announcement'
+  AND (CAST(:status AS text) IS NULL OR d.status = :status)
+  AND (CAST(:ack AS boolean) IS NULL OR (d.acknowledged_at IS NOT NULL) = :ack)
+  AND (:needle = '' OR e.name ILIKE :pattern ESCAPE '\' OR (:digits <> '' AND e.phone LIKE :phone_pattern))
+  AND (CAST(:after AS bigint) IS NULL OR d.id < :after)
+ORDER BY d.id DESC
+LIMIT :limit;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Idempotency-Key of POST /announcements (bot/announcements/idempotency.py explains the protocol).
+
+-- name: idempotency_insert
+INSERT INTO idempotency_key (employer_id, key, fingerprint, state, locked_until, expires_at)
+VALUES (:employer_id, :key, :fp, 'running', now() + make_interval(secs => :lock), now() + :retain)
+ON CONFLICT (employer_id, key) DO NOTHING
+RETURNING locked_until;
+
+-- name: idempotency_get
+SELECT fingerprint, state, response_status, response_body, locked_until < now() AS stale
+FROM idempotency_key WHERE employer_id = :employer_id AND key = :key;
+
+-- name: idempotency_take_over
+-- A `running` key whose owner died (its lock expired); only one taker can win.
+UPDATE idempotency_key
+   SET locked_until = now() + make_interval(secs => :lock), fingerprint = :fp, expires_at = now() + :retain
+ WHERE employer_id = :employer_id AND key = :key AND state = 'running' AND locked_until < now()
+RETURNING locked_until;
+
+-- name: idempotency_complete
+UPDATE idempotency_key
+   SET state = 'completed', response_status = :status, response_body = :body, expires_at = now() + :retain
+ WHERE employer_id = :employer_id AND key = :key AND state = 'running' AND locked_until = :locked_until;
+
+-- name: idempotency_release
+DELETE FROM idempotency_key
+WHERE employer_id = :employer_id AND key = :key AND state = 'running' AND locked_until = :locked_until;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Employees' messages (the webhook) and the inbox.
+
+-- name: inbound_insert
+-- The message, stored once by its wamid, with the delivery it answers: the announcement whose wamid is its
+-- `context.id`, else the one its quick-reply payload names (`ack:<id>`), which only counts when that delivery
+-- went to this very phone. The employee is the one of that delivery's employer, else the most recently
+-- messaged employee with this phone.
+INSERT INTO inbound_message (wamid, employer_id, employee_id, from_phone, type, text, context_wamid,
+                             announcement_id, delivery_id, payload)
+SELECT :wamid, e.employer_id, e.id, :phone, :type, :text, :ctx, d.announcement_id, d.id, CAST(:p AS jsonb)
+FROM (SELECT 1) one
+LEFT JOIN LATERAL (
+    SELECT x.id, x.announcement_id, x.employer_id FROM delivery x
+    WHERE x.kind = 'announcement'
+      AND (x.wamid = CAST(:ctx AS text)
+           OR (x.id = CAST(:ack AS bigint)
+               AND x.employee_id IN (SELECT emp.id FROM employee emp WHERE emp.phone = :phone)))
+    ORDER BY x.wamid = CAST(:ctx AS text) DESC NULLS LAST
+    LIMIT 1
+) d ON true
+LEFT JOIN LATERAL (
+    SELECT emp.id, emp.employer_id FROM employee emp
+    LEFT JOIN LATERAL (SELECT max(created_at) AS last FROM delivery x WHERE x.employee_id = emp.id) l ON true
+    WHERE emp.phone = :phone
+    ORDER BY (emp.employer_id = d.employer_id) DESC NULLS LAST, l.last DESC NULLS LAST, emp.id DESC
+    LIMIT 1
+) e ON true
+ON CONFLICT (wamid) DO NOTHING
+RETURNING employer_id, employee_id, delivery_id;
+
+-- name: employee_opt_out
+-- STOP: the phone opts out at every employer (the number is shared by all of them).
+UPDATE employee SET opted_out_at = now(), updated_at = now() WHERE phone = :p AND opted_out_at IS NULL;
+
+-- name: employee_opt_in
+UPDATE employee SET opted_out_at = NULL, updated_at = now() WHERE phone = :p;
+
+-- name: inbox_page
+SELECT m.id, m.employee_id, e.name AS employee_name, m.type, m.text, m.announcement_id, m.received_at
+FROM inbound_message m LEFT JOIN employee e ON e.id = m.employee_id
+WHERE m.employer_id = :employer_id AND (CAST(:after AS bigint) IS NULL OR m.id < :after)
+ORDER BY m.id DESC
+LIMIT :n;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Housekeeping (bot/maintenance.py).
+
+-- name: purge_idempotency_keys
+DELETE FROM idempotency_key WHERE expires_at < now();
+
+-- name: purge_webhook_events
+DELETE FROM webhook_event WHERE received_at < now() - make_interval(days => :days);
+
+-- name: purge_inbound_messages
+DELETE FROM inbound_message WHERE received_at < now() - make_interval(days => :days);

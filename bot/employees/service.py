@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
-from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import contracts
-from bot.db.models import Employee
+from bot.db.queries import query
 from bot.errors import ConflictError, NotFoundError, ValidationFailedError, from_msgspec_error
 from bot.pagination import MAX_ID
 from bot.phones import InvalidPhoneError, normalise_phone
 
 
-def to_contract(row: Employee) -> contracts.Employee:
+def to_contract(row: Any) -> contracts.Employee:
     return contracts.Employee(
         id=row.id,
         phone=row.phone,
@@ -46,26 +46,11 @@ def _phone(raw: str, field: str) -> str:
         raise ValidationFailedError.one(field, str(exc)) from None
 
 
-_UPSERT = text(
-    """
-    INSERT INTO employee (employer_id, phone, name, tags)
-    SELECT :employer_id, r.phone, r.name, ARRAY(SELECT jsonb_array_elements_text(r.tags))
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(phone text, name text, tags jsonb)
-    -- One lock order for every import: two imports of overlapping rows in different orders would
-    -- otherwise deadlock (each holding a row the other needs).
-    ORDER BY r.phone
-    ON CONFLICT (employer_id, phone) DO UPDATE
-       SET name = excluded.name, tags = excluded.tags, active = true, deactivated_at = NULL, updated_at = now()
-    RETURNING id, (xmax = 0) AS created
-    """
-)
-
-
 async def _upsert_rows(
     session: AsyncSession, employer_id: int, rows: list[dict[str, object]]
 ) -> list[tuple[int, bool]]:
     # Opt-out is the employee's own choice (STOP), so an upsert never touches opted_out_at.
-    result = await session.execute(_UPSERT, {"employer_id": employer_id, "rows": json.dumps(rows)})
+    result = await session.execute(query("employee_upsert"), {"employer_id": employer_id, "rows": json.dumps(rows)})
     return [(r.id, r.created) for r in result]
 
 
@@ -125,18 +110,18 @@ async def import_all(session: AsyncSession, employer_id: int, raw_rows: Sequence
     return contracts.ImportResult(created=created, updated=len(results) - created)
 
 
-async def _load(session: AsyncSession, employer_id: int, employee_id: int) -> Employee:
+def _in_range(employee_id: int) -> None:
     # An id PostgreSQL's bigint cannot hold names no employee (and would make the query fail with a 500).
     if not 0 < employee_id <= MAX_ID:
         raise NotFoundError(f"employee {employee_id} not found")
-    row = await session.scalar(select(Employee).where(Employee.id == employee_id, Employee.employer_id == employer_id))
-    if row is None:
-        raise NotFoundError(f"employee {employee_id} not found")
-    return row
 
 
 async def get(session: AsyncSession, employer_id: int, employee_id: int) -> contracts.Employee:
-    return to_contract(await _load(session, employer_id, employee_id))
+    _in_range(employee_id)
+    row = (await session.execute(query("employee_get"), {"id": employee_id, "e": employer_id})).first()
+    if row is None:
+        raise NotFoundError(f"employee {employee_id} not found")
+    return to_contract(row)
 
 
 async def list_page(
@@ -150,57 +135,60 @@ async def list_page(
     after_id: int | None,
     limit: int,
 ) -> tuple[list[contracts.Employee], int]:
-    conditions = [Employee.employer_id == employer_id]
-    # `?tag=` (an empty filter field) means no tag filter, not "employees without tags".
-    if wanted := _clean_tags(tags or []):
-        conditions.append(Employee.tags.overlap(wanted))
+    needle = None
     if q and q.strip():
         escaped = q.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         needle = f"%{escaped}%"
-        conditions.append(Employee.name.ilike(needle) | Employee.phone.like(needle.replace(" ", "")))
-    if not include_inactive:
-        conditions.append(Employee.active.is_(True))
-    if opted_out is not None:
-        conditions.append(Employee.opted_out_at.is_not(None) if opted_out else Employee.opted_out_at.is_(None))
-    total = await session.scalar(select(func.count()).select_from(Employee).where(*conditions)) or 0
-    page = select(Employee).where(*conditions)
-    if after_id is not None:
-        page = page.where(Employee.id < after_id)
-    rows = (await session.scalars(page.order_by(Employee.id.desc()).limit(limit + 1))).all()
-    return [to_contract(r) for r in rows], total
+    filters: dict[str, Any] = {
+        "e": employer_id,
+        # `?tag=` (an empty filter field) means no tag filter, not "employees without tags".
+        "tags": _clean_tags(tags or []) or None,
+        "needle": needle,
+        "phone_needle": needle.replace(" ", "") if needle else None,
+        "include_inactive": include_inactive,
+        "opted_out": opted_out,
+    }
+    total = (await session.execute(query("employee_count"), filters)).scalar_one()
+    rows = (await session.execute(query("employee_page"), filters | {"after": after_id, "n": limit + 1})).all()
+    return [to_contract(r) for r in rows], int(total)
 
 
 async def patch(
     session: AsyncSession, employer_id: int, employee_id: int, data: contracts.EmployeePatch
 ) -> contracts.Employee:
-    row = await _load(session, employer_id, employee_id)
-    values: dict[str, object] = {}
+    _in_range(employee_id)
+    params: dict[str, Any] = {
+        "id": employee_id,
+        "e": employer_id,
+        "set_phone": False,
+        "phone": None,
+        "set_name": False,
+        "name": None,
+        "set_tags": False,
+        "tags": None,
+        "set_active": False,
+        "active": None,
+    }
     if not isinstance(data.phone, msgspec.UnsetType):
-        values["phone"] = _phone(data.phone, "phone")
+        params |= {"set_phone": True, "phone": _phone(data.phone, "phone")}
     if not isinstance(data.name, msgspec.UnsetType):
         if not data.name.strip():
             raise ValidationFailedError.one("name", "must not be blank")
-        values["name"] = data.name.strip()
+        params |= {"set_name": True, "name": data.name.strip()}
     if not isinstance(data.tags, msgspec.UnsetType):
-        values["tags"] = _clean_tags(data.tags)
+        params |= {"set_tags": True, "tags": _clean_tags(data.tags)}
     if not isinstance(data.active, msgspec.UnsetType):
-        values["active"] = data.active
-        values["deactivated_at"] = None if data.active else func.now()
-    if values:
-        values["updated_at"] = func.now()
-        try:
-            async with session.begin_nested():
-                await session.execute(update(Employee).where(Employee.id == row.id).values(**values))
-        except IntegrityError:
-            raise ConflictError("another employee of this employer already has that phone number") from None
-        await session.refresh(row)
+        params |= {"set_active": True, "active": data.active}
+    try:
+        async with session.begin_nested():
+            row = (await session.execute(query("employee_patch"), params)).first()
+    except IntegrityError:
+        raise ConflictError("another employee of this employer already has that phone number") from None
+    if row is None:
+        raise NotFoundError(f"employee {employee_id} not found")
     return to_contract(row)
 
 
 async def deactivate(session: AsyncSession, employer_id: int, employee_id: int) -> None:
-    row = await _load(session, employer_id, employee_id)
-    await session.execute(
-        update(Employee)
-        .where(Employee.id == row.id, Employee.active.is_(True))
-        .values(active=False, deactivated_at=func.now(), updated_at=func.now())
-    )
+    await get(session, employer_id, employee_id)  # 404 when it is not ours
+    await session.execute(query("employee_deactivate"), {"id": employee_id, "e": employer_id})

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from sqlalchemy import TextClause
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.queries import query
 from bot.ledger import budget
 
 
-async def _run(sm: async_sessionmaker[AsyncSession], name: str, params: Mapping[str, object]) -> int:
+async def _run(sm: async_sessionmaker[AsyncSession], statement: TextClause, params: Mapping[str, object]) -> int:
     async with sm() as s, s.begin():
-        res = await s.execute(query(name), params)
+        res = await s.execute(statement, params)
         return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
@@ -53,16 +54,16 @@ async def record_retry(
     ``spent`` is False for sender-wide causes and pauses: the attempt is given back to the recipient.
     """
     params = {"id": id, "claim": claim, "delay": delay, "spent": spent, "code": code, "title": title[:500]}
-    return await _run(sm, "record_retry", params)
+    return await _run(sm, query("record_retry"), params)
 
 
 async def record_failed(
     sm: async_sessionmaker[AsyncSession], *, id: int, claim: int, code: int | None, title: str
 ) -> int:
-    return await _run(sm, "record_failed", {"id": id, "claim": claim, "code": code, "title": title[:500]})
+    return await _run(sm, query("record_failed"), {"id": id, "claim": claim, "code": code, "title": title[:500]})
 
 
 async def record_unknown(
     sm: async_sessionmaker[AsyncSession], *, id: int, claim: int, title: str, code: int | None = None
 ) -> int:
-    return await _run(sm, "record_unknown", {"id": id, "claim": claim, "code": code, "title": title[:500]})
+    return await _run(sm, query("record_unknown"), {"id": id, "claim": claim, "code": code, "title": title[:500]})

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.queries import query
@@ -22,35 +21,6 @@ from bot.phones import from_wa_id
 from bot.webhook.payloads import Envelope, Message, Status
 
 log = logging.getLogger("jem.webhook")
-
-# The delivery a message answers: the announcement whose wamid is its `context.id`, else the one its
-# quick-reply payload names (`ack:<id>`), which only counts when that delivery went to this very phone.
-_INBOUND = text(
-    """
-    INSERT INTO inbound_message (wamid, employer_id, employee_id, from_phone, type, text, context_wamid,
-                                 announcement_id, delivery_id, payload)
-    SELECT :wamid, e.employer_id, e.id, :phone, :type, :text, :ctx, d.announcement_id, d.id, CAST(:p AS jsonb)
-    FROM (SELECT 1) one
-    LEFT JOIN LATERAL (
-        SELECT x.id, x.announcement_id, x.employer_id FROM delivery x
-        WHERE x.kind = 'announcement'
-          AND (x.wamid = CAST(:ctx AS text)
-               OR (x.id = CAST(:ack AS bigint)
-                   AND x.employee_id IN (SELECT emp.id FROM employee emp WHERE emp.phone = :phone)))
-        ORDER BY x.wamid = CAST(:ctx AS text) DESC NULLS LAST
-        LIMIT 1
-    ) d ON true
-    LEFT JOIN LATERAL (
-        SELECT emp.id, emp.employer_id FROM employee emp
-        LEFT JOIN LATERAL (SELECT max(created_at) AS last FROM delivery x WHERE x.employee_id = emp.id) l ON true
-        WHERE emp.phone = :phone
-        ORDER BY (emp.employer_id = d.employer_id) DESC NULLS LAST, l.last DESC NULLS LAST, emp.id DESC
-        LIMIT 1
-    ) e ON true
-    ON CONFLICT (wamid) DO NOTHING
-    RETURNING employer_id, employee_id, delivery_id
-    """
-)
 
 # Parts of a `messages` change we read elsewhere or need not keep; anything else in it is stored as an event.
 _KNOWN_VALUE_KEYS = frozenset({"messaging_product", "metadata", "contacts", "messages", "statuses", "errors"})
@@ -167,7 +137,7 @@ async def _message(session: AsyncSession, event: _Event) -> None:
     phone = from_wa_id(msg.from_)
     row = (
         await session.execute(
-            _INBOUND,
+            query("inbound_insert"),
             {
                 "wamid": msg.id,
                 "phone": phone,
@@ -212,16 +182,9 @@ async def _interpret(session: AsyncSession, msg: Message, *, phone: str, row: An
         return
     # One person may work for several employers: STOP and START apply to every one of them.
     if action == "stop":
-        await session.execute(
-            text(
-                "UPDATE employee SET opted_out_at = now(), updated_at = now() WHERE phone = :p AND opted_out_at IS NULL"
-            ),
-            {"p": phone},
-        )
+        await session.execute(query("employee_opt_out"), {"p": phone})
     elif action == "start":
-        await session.execute(
-            text("UPDATE employee SET opted_out_at = NULL, updated_at = now() WHERE phone = :p"), {"p": phone}
-        )
+        await session.execute(query("employee_opt_in"), {"p": phone})
     await queue_reply(
         session, employer_id=employer_id, employee_id=employee_id, reply_key=f"{action}:{msg.id}", body=REPLIES[action]
     )
