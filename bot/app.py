@@ -9,7 +9,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from litestar import Litestar
-from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -27,6 +26,7 @@ from bot.ledger.tracker import TrackerSource
 from bot.metrics import Metrics
 from bot.sender import get_sender
 from bot.settings import Settings
+from bot.state import AppState, app_state
 from bot.webhook.controller import WebhookController
 
 log = logging.getLogger("jem.app")
@@ -57,10 +57,11 @@ def create_app(
             (database_url, None) if database_url else await asyncio.to_thread(resolve_database_url, settings)
         )
         engine = make_engine(url)
-        app.state.engine = engine
-        app.state.sessionmaker = make_sessionmaker(engine)
-        app.state.trackers = TrackerSource(app.state.sessionmaker)
-        app.state.embedded = embedded
+        state = app_state(app)
+        state.engine = engine
+        state.sessionmaker = make_sessionmaker(engine)
+        state.trackers = TrackerSource(state.sessionmaker)
+        state.embedded = embedded
         try:
             if check_schema_on_start:
                 await check_schema(engine)
@@ -84,7 +85,7 @@ def create_app(
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[database, *extra_lifespans],
-        state=State({"settings": settings, "metrics": Metrics(), "dispatcher": None}),
+        state=AppState({"settings": settings, "metrics": Metrics(), "dispatcher": None}),
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
             title="jem-bot",

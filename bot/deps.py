@@ -6,15 +6,15 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from litestar import Request
-from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import HeaderParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.auth import Principal, authenticate
+from bot.state import AppState
 
 
-async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
+async def provide_db_session(state: AppState) -> AsyncIterator[AsyncSession]:
     # Handlers commit explicitly; leaving the block without a commit rolls everything back.
     async with state.sessionmaker() as session:
         yield session
@@ -22,7 +22,7 @@ async def provide_db_session(state: State) -> AsyncIterator[AsyncSession]:
 
 async def provide_principal(
     request: Request[Any, Any, Any],
-    state: State,
+    state: AppState,
     authorization: Annotated[str | None, HeaderParameter(name="authorization", required=False)] = None,
 ) -> Principal:
     # The lookup runs on a session of its own, closed here, never on the request's `db_session`. Litestar

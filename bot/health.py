@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from litestar import Response, get
-from litestar.datastructures import State
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot import contracts
@@ -13,6 +12,7 @@ from bot.db.engine import DatabaseUnavailableError, ping
 from bot.db.migrate import current_revision
 from bot.db.queries import query
 from bot.ledger import budget
+from bot.state import AppState
 
 log = logging.getLogger("jem.health")
 
@@ -24,7 +24,7 @@ log = logging.getLogger("jem.health")
     summary="Liveness and database reachability",
     description="200 when the database answers, 503 when it does not.",
 )
-async def health(state: State) -> Response[contracts.Health]:
+async def health(state: AppState) -> Response[contracts.Health]:
     phone = state.settings.whatsapp_phone_number_id or "default"
     try:
         await ping(state.engine)
@@ -35,7 +35,7 @@ async def health(state: State) -> Response[contracts.Health]:
         log.warning("health: database unavailable: %s", exc)
         body = contracts.Health(status="degraded", database="unavailable", detail=str(exc).splitlines()[0][:200])
         return Response(body, status_code=503)
-    dispatcher = state.get("dispatcher")
+    dispatcher = state.dispatcher
     return Response(
         contracts.Health(
             status="ok",
@@ -61,7 +61,7 @@ async def health(state: State) -> Response[contracts.Health]:
     summary="Prometheus metrics",
     media_type="text/plain; version=0.0.4; charset=utf-8",
 )
-async def metrics(state: State) -> bytes:
+async def metrics(state: AppState) -> bytes:
     try:
         async with state.engine.connect() as conn:
             rows = (await conn.execute(query("dispatch_backlog"))).all()

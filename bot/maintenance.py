@@ -24,6 +24,7 @@ from bot.app import Lifespan
 from bot.db.queries import query
 from bot.ledger import reaper
 from bot.settings import Settings
+from bot.state import app_state
 
 log = logging.getLogger("jem.maintenance")
 
@@ -87,7 +88,9 @@ async def _loop(sessionmaker: async_sessionmaker[AsyncSession], interval: float,
 def maintenance_lifespan(settings: Settings, *, interval: float = INTERVAL_SECONDS) -> Lifespan:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        task = asyncio.create_task(_loop(app.state.sessionmaker, interval, settings.retention_days), name="maintenance")
+        task = asyncio.create_task(
+            _loop(app_state(app).sessionmaker, interval, settings.retention_days), name="maintenance"
+        )
         try:
             yield
         finally:

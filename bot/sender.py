@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from litestar import get
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import contracts
 from bot.auth import Principal
 from bot.ledger import budget
+from bot.state import AppState
 
 
 def token_hint(token: str) -> str | None:
@@ -27,7 +27,7 @@ def token_hint(token: str) -> str | None:
     "are used up meanwhile.",
 )
 async def get_sender(
-    state: State, principal: NamedDependency[Principal], db_session: NamedDependency[AsyncSession]
+    state: AppState, principal: NamedDependency[Principal], db_session: NamedDependency[AsyncSession]
 ) -> contracts.Sender:
     settings = state.settings
     phone = settings.whatsapp_phone_number_id or "default"

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, QueryParameter
 from sqlalchemy.exc import DBAPIError
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.errors import BadRequestError, PayloadTooLargeError, UnauthorizedError
 from bot.ledger.tracker import Tracker
 from bot.metrics import Metrics
+from bot.state import AppState
 from bot.webhook import service
 from bot.webhook.payloads import Envelope, decode_envelope
 from bot.webhook.signature import verify
@@ -62,7 +62,7 @@ class WebhookController(Controller):
     @get("/", media_type=MediaType.TEXT, security=[], operation_id="VerifyWebhook")
     async def handshake(
         self,
-        state: State,
+        state: AppState,
         mode: Annotated[str | None, QueryParameter(name="hub.mode", required=False)] = None,
         token: Annotated[str | None, QueryParameter(name="hub.verify_token", required=False)] = None,
         challenge: Annotated[str | None, QueryParameter(name="hub.challenge", required=False)] = None,
@@ -77,7 +77,7 @@ class WebhookController(Controller):
     async def receive(
         self,
         request: Request[Any, Any, Any],
-        state: State,
+        state: AppState,
         db_session: NamedDependency[AsyncSession],
         signature: Annotated[str | None, HeaderParameter(name="x-hub-signature-256", required=False)] = None,
     ) -> None:
