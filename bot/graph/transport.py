@@ -153,7 +153,10 @@ def _httpcore(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
 
 
 def _httpx_aiohttp(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    from httpx_aiohttp import AiohttpTransport as LibraryAiohttpTransport
+    try:
+        from httpx_aiohttp import AiohttpTransport as LibraryAiohttpTransport
+    except ImportError as exc:  # only a comparison: not installed with the service itself
+        raise RuntimeError("the httpx-aiohttp transport needs the bench group: uv sync --group bench") from exc
 
     transport: httpx.AsyncBaseTransport = LibraryAiohttpTransport(limits=limits)
     return transport
