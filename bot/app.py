@@ -15,7 +15,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from bot.account import me
 from bot.announcements.controller import AnnouncementController
-from bot.db.engine import make_engine, make_sessionmaker, resolve_database_url
+from bot.db.engine import make_engine, make_pg_pool, make_sessionmaker, resolve_database_url
 from bot.db.migrate import check_schema
 from bot.deps import DEPENDENCIES
 from bot.employees.controller import EmployeeController
@@ -65,7 +65,11 @@ def create_app(
         try:
             if check_schema_on_start:
                 await check_schema(engine)
-            yield
+            state.pg = await make_pg_pool(url)
+            try:
+                yield
+            finally:
+                await state.pg.close()
         finally:
             await engine.dispose()
 

@@ -12,6 +12,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 
 if TYPE_CHECKING:
+    import asyncpg
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
     from bot.db.embedded import EmbeddedServer
@@ -32,6 +33,8 @@ class AppState(State):
     # Set by the database lifespan, before the app serves anything.
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    # The webhook's hot path: plain asyncpg, one round trip per body of statuses.
+    pg: asyncpg.Pool
     trackers: TrackerSource
     embedded: EmbeddedServer | None
     # Set by the dispatcher lifespan when `serve` runs one.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncpg
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bot.db.embedded import EmbeddedServer, start_embedded
@@ -35,6 +37,29 @@ def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 20) -> Asy
             "server_settings": {"application_name": "jem-bot"},
         },
     )
+
+
+async def make_pg_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
+    """A plain asyncpg pool beside the engine, for the one path too hot for SQLAlchemy's session machinery:
+    Meta's status webhooks (bot/webhook/service.py). Same server, same timeouts; no pre-ping round trip."""
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return await asyncpg.create_pool(
+        dsn,
+        # Connections are made when first needed: the app starts (and /health answers 503) with the database down.
+        min_size=0,
+        max_size=max_size,
+        reset=_reset_if_in_transaction,
+        timeout=5,
+        command_timeout=60,
+        server_settings={"application_name": "jem-bot"},
+    )
+
+
+async def _reset_if_in_transaction(conn: asyncpg.Connection) -> None:
+    """asyncpg's default reset (RESET ALL, UNLISTEN *, …) is one more round trip per request, for session state
+    this pool's users never set; they run single statements, so only an interrupted transaction needs undoing."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

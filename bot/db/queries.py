@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from sqlalchemy import TextClause, text
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 _HEADER = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
@@ -40,3 +44,20 @@ def query(name: str) -> TextClause:
         return text(all_queries()[name])
     except KeyError:
         raise KeyError(f"no query named {name!r} in bot/db/queries.sql") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Positional:
+    """A named statement in asyncpg's own form (`$1`, `$2`…), for the few hot paths that skip SQLAlchemy."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        return [params[name] for name in self.names]
+
+
+@functools.cache
+def positional(name: str) -> Positional:
+    compiled = query(name).compile(dialect=asyncpg_dialect.dialect())  # type: ignore[no-untyped-call]
+    return Positional(compiled.string, tuple(compiled.positiontup or ()))

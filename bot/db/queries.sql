@@ -299,24 +299,39 @@ VALUES (:e, :id, :t, :n) RETURNING requested_at;
 -- Meta's evidence: statuses and employees' replies.
 
 -- name: apply_statuses
--- Every new status of one webhook body at once, forward only. Each is matched by its wamid, else by the
--- delivery id in our authenticated tracker, but only for a row we really sent (attempts > 0) whose outcome we
--- do not know yet (`sending`, `unknown`). Several statuses of one delivery are folded into one change (the
--- highest rank wins; each time keeps its earliest value), and the rows are locked in id order. A row that
--- matches is one Meta accepted, so `cancelled` and `skipped` (rank 0) move on too: the ledger tells the truth.
+-- Meta's statuses, stored and applied in ONE statement (for a body of statuses alone, nearly every body Meta
+-- sends, that is one round trip and one implicit transaction). Each event's dedup key (`st:<wamid>:<status>`)
+-- is inserted in key order; only events whose key is new are applied, forward only. An event is matched by
+-- its wamid, else by the delivery id in our authenticated tracker (:tids, already verified), but only for a
+-- row we really sent (attempts > 0) whose outcome we do not know yet (`sending`, `unknown`). Several statuses
+-- of one delivery are folded into one move (the highest rank wins; each time keeps its earliest value). A
+-- matched row is one Meta accepted, so `cancelled` and `skipped` (rank 0) move on too: the ledger tells the
+-- truth. The insert runs first (the update needs its RETURNING), so locks are taken keys first, in key
+-- order, then deliveries in id order: two bodies with the same events in any order never deadlock.
 WITH ev AS (
-  SELECT * FROM unnest(CAST(:wamids AS text[]), CAST(:statuses AS text[]), CAST(:ts AS timestamptz[]),
-                       CAST(:tids AS bigint[]), CAST(:codes AS int[]), CAST(:titles AS text[]))
-    AS ev(wamid, status, ts, tid, code, title)
+  SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:payloads AS text[]), CAST(:wamids AS text[]),
+                       CAST(:statuses AS text[]), CAST(:ts AS timestamptz[]), CAST(:tids AS bigint[]),
+                       CAST(:codes AS int[]), CAST(:titles AS text[]))
+    AS ev(key, payload, wamid, status, ts, tid, code, title)
+),
+new AS (
+  INSERT INTO webhook_event (key, kind, payload)
+  SELECT key, 'status', CAST(payload AS jsonb) FROM ev ORDER BY key
+  ON CONFLICT (key) DO NOTHING
+  RETURNING key
+),
+fresh AS (
+  SELECT DISTINCT ON (ev.key) ev.* FROM ev JOIN new ON new.key = ev.key
+  WHERE ev.wamid IS NOT NULL AND ev.status IN ('sent', 'delivered', 'read', 'failed')
 ),
 matched AS (
   SELECT COALESCE(
-           (SELECT x.id FROM delivery x WHERE x.wamid = ev.wamid),
+           (SELECT x.id FROM delivery x WHERE x.wamid = fresh.wamid),
            (SELECT x.id FROM delivery x
-            WHERE x.id = ev.tid AND x.attempts > 0 AND x.status IN ('sending', 'unknown')
-              AND (x.wamid IS NULL OR x.wamid = ev.wamid))) AS id,
-         ev.*
-  FROM ev
+            WHERE x.id = fresh.tid AND x.attempts > 0 AND x.status IN ('sending', 'unknown')
+              AND (x.wamid IS NULL OR x.wamid = fresh.wamid))) AS id,
+         fresh.*
+  FROM fresh
 ),
 folded AS (
   SELECT id,
@@ -333,23 +348,28 @@ folded AS (
 ),
 locked AS (
   SELECT d.id FROM delivery d JOIN folded f ON f.id = d.id ORDER BY d.id FOR UPDATE OF d
+),
+applied AS (
+  UPDATE delivery d SET
+    wamid = COALESCE(d.wamid, f.wamid),
+    status = CASE WHEN delivery_rank(d.status) < f.top_rank THEN f.top_status ELSE d.status END,
+    sent_at = LEAST(d.sent_at, f.sent_ts),
+    delivered_at = LEAST(d.delivered_at, f.delivered_ts),
+    read_at = LEAST(d.read_at, f.read_ts),
+    failed_at = LEAST(d.failed_at, f.failed_ts),
+    error_code = CASE WHEN delivery_rank(d.status) < f.top_rank
+                      THEN CASE WHEN f.top_status = 'failed' THEN f.code END ELSE d.error_code END,
+    error_title = CASE WHEN delivery_rank(d.status) < f.top_rank
+                       THEN CASE WHEN f.top_status = 'failed' THEN f.title END ELSE d.error_title END,
+    lease_until = NULL,
+    updated_at = now()
+  FROM folded f JOIN locked l ON l.id = f.id
+  WHERE d.id = f.id
+  RETURNING d.id
 )
-UPDATE delivery d SET
-  wamid = COALESCE(d.wamid, f.wamid),
-  status = CASE WHEN delivery_rank(d.status) < f.top_rank THEN f.top_status ELSE d.status END,
-  sent_at = LEAST(d.sent_at, f.sent_ts),
-  delivered_at = LEAST(d.delivered_at, f.delivered_ts),
-  read_at = LEAST(d.read_at, f.read_ts),
-  failed_at = LEAST(d.failed_at, f.failed_ts),
-  error_code = CASE WHEN delivery_rank(d.status) < f.top_rank
-                    THEN CASE WHEN f.top_status = 'failed' THEN f.code END ELSE d.error_code END,
-  error_title = CASE WHEN delivery_rank(d.status) < f.top_rank
-                     THEN CASE WHEN f.top_status = 'failed' THEN f.title END ELSE d.error_title END,
-  lease_until = NULL,
-  updated_at = now()
-FROM folded f JOIN locked l ON l.id = f.id
-WHERE d.id = f.id
-RETURNING d.id;
+SELECT (SELECT array_agg(key) FROM new) AS new_keys,
+       (SELECT count(*) FROM fresh) AS fresh,
+       (SELECT count(*) FROM applied) AS applied;
 
 -- name: acknowledge
 -- The employee answered (a tap, or a reply quoting the announcement): counted once. A reply proves the
@@ -636,3 +656,4 @@ DELETE FROM webhook_event WHERE received_at < now() - make_interval(days => :day
 
 -- name: purge_inbound_messages
 DELETE FROM inbound_message WHERE received_at < now() - make_interval(days => :days);
+

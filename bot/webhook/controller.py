@@ -7,16 +7,13 @@ import logging
 import time
 from typing import Annotated, Any
 
+import asyncpg
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post
-from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, QueryParameter
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.errors import BadRequestError, PayloadTooLargeError, UnauthorizedError
-from bot.ledger.tracker import Tracker
-from bot.metrics import Metrics
 from bot.state import AppState
 from bot.webhook import service
 from bot.webhook.payloads import Envelope, decode_envelope
@@ -41,15 +38,20 @@ RETRIES = 3
 _RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 
 
-async def _store(session: AsyncSession, metrics: Metrics, envelope: Envelope, tracker: Tracker) -> None:
+async def _store(state: AppState, envelope: Envelope) -> None:
+    body = service.parse(envelope, await state.trackers.get())
     for attempt in range(RETRIES):
         try:
-            await service.process(session, metrics, envelope, tracker)
-            await session.commit()
+            if body.statuses_only:
+                async with state.pg.acquire() as conn:
+                    await service.store_statuses(conn, state.metrics, body)
+            else:
+                async with state.sessionmaker() as session:
+                    await service.process(session, state.metrics, body)
+                    await session.commit()
             return
-        except DBAPIError as exc:
-            await session.rollback()
-            sqlstate = getattr(exc.orig, "sqlstate", None)
+        except (DBAPIError, asyncpg.PostgresError) as exc:
+            sqlstate = getattr(getattr(exc, "orig", exc), "sqlstate", None)
             if sqlstate not in _RETRYABLE_SQLSTATES or attempt == RETRIES - 1:
                 raise
             log.warning("webhook: transaction aborted (SQLSTATE %s); running it again", sqlstate)
@@ -78,7 +80,6 @@ class WebhookController(Controller):
         self,
         request: Request[Any, Any, Any],
         state: AppState,
-        db_session: NamedDependency[AsyncSession],
         signature: Annotated[str | None, HeaderParameter(name="x-hub-signature-256", required=False)] = None,
     ) -> None:
         started = time.perf_counter()
@@ -100,7 +101,7 @@ class WebhookController(Controller):
                 envelope = decode_envelope(body)
             except msgspec.DecodeError as exc:
                 raise BadRequestError(f"body is not a WhatsApp webhook JSON object: {exc}") from None
-            await _store(db_session, metrics, envelope, await state.trackers.get())
+            await _store(state, envelope)
             status = "200"
         except (PayloadTooLargeError, UnauthorizedError, BadRequestError) as exc:
             status = str(exc.status_code)

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,11 +14,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.db.queries import query
 from bot.ledger.acks import acknowledge
 from bot.ledger.replies import queue_reply
-from bot.ledger.statuses import StatusEvent, apply_statuses, first_error, timestamp
+from bot.ledger.statuses import (
+    Applied,
+    StatusEvent,
+    apply_statuses,
+    apply_statuses_on,
+    first_error,
+    status_key,
+    timestamp,
+)
 from bot.ledger.tracker import Tracker
 from bot.metrics import Metrics
 from bot.phones import from_wa_id
 from bot.webhook.payloads import Envelope, Message, Status
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = logging.getLogger("jem.webhook")
 
@@ -53,80 +64,108 @@ class _Event:
     key: str
     kind: str
     raw: Any
-    typed: Status | Message | None = None
+    typed: Message | None = None
 
 
-def _events(envelope: Envelope) -> list[_Event]:
+@dataclass(slots=True)
+class Body:
+    """One webhook body taken apart: its statuses (applied by `apply_statuses`) and every other event."""
+
+    statuses: list[StatusEvent]
+    others: list[_Event]
+
+    @property
+    def statuses_only(self) -> bool:
+        return not self.others
+
+
+def _payload(item: Any) -> str:
+    return msgspec.json.encode(item).decode()
+
+
+def _status(raw: Any, tracker: Tracker) -> StatusEvent:
+    st: Status | None = _convert(raw, Status)
+    if st is None or not st.id or not st.status:
+        # A shape we do not know: stored once (by its content), never applied.
+        return StatusEvent(_hash_key("st", raw), _payload(raw), None, None, timestamp(None))
+    code, title = first_error(st.errors)
+    return StatusEvent(
+        key=status_key(st.id, st.status),
+        payload=_payload(raw),
+        wamid=st.id,
+        status=st.status,
+        at=timestamp(st.timestamp),
+        tracked_id=tracker.parse(st.biz_opaque_callback_data),
+        error_code=code,
+        error_title=title,
+    )
+
+
+def parse(envelope: Envelope, tracker: Tracker) -> Body:
     """Every event of the body, whatever its kind: each is stored once, and the ones we act on are typed."""
-    events: list[_Event] = []
+    body = Body([], [])
     for entry in envelope.entry or []:
         for change in entry.changes or []:
             value = change.value
             if change.field != "messages" or not isinstance(value, dict):
                 # Kinds we do not act on (user_preferences, template updates, ...): kept once, counted.
-                events.append(_Event(_hash_key("ev", [change.field, value]), change.field or "unknown", value))
+                body.others.append(_Event(_hash_key("ev", [change.field, value]), change.field or "unknown", value))
                 continue
-            for raw in _items(value, "statuses"):
-                st: Status | None = _convert(raw, Status)
-                key = f"st:{st.id}:{st.status}" if st is not None and st.id and st.status else _hash_key("st", raw)
-                events.append(_Event(key, "status", raw, st))
+            body.statuses += (_status(raw, tracker) for raw in _items(value, "statuses"))
             for raw in _items(value, "messages"):
                 msg: Message | None = _convert(raw, Message)
                 key = f"msg:{msg.id}" if msg is not None and msg.id else _hash_key("msg", raw)
-                events.append(_Event(key, "message", raw, msg))
+                body.others.append(_Event(key, "message", raw, msg))
             for raw in _items(value, "errors"):
-                events.append(_Event(_hash_key("err", raw), "error", raw))
+                body.others.append(_Event(_hash_key("err", raw), "error", raw))
             for name in sorted(value.keys() - _KNOWN_VALUE_KEYS):
-                events.append(_Event(_hash_key("ev", [name, value[name]]), f"messages.{name}", value[name]))
-    return events
+                body.others.append(_Event(_hash_key("ev", [name, value[name]]), f"messages.{name}", value[name]))
+    return body
 
 
-async def process(session: AsyncSession, metrics: Metrics, envelope: Envelope, tracker: Tracker) -> None:
-    """Store every event of the body once and apply the new ones, in a fixed order (docs/architecture.md#webhooks).
+def _tally(metrics: Metrics, events: list[tuple[str, str]], new: frozenset[str] | set[str]) -> list[bool]:
+    """Count each (kind, key) event as new or duplicate; returns which ones are new."""
+    unseen, flags = set(new), []
+    for kind, key in events:
+        is_new = key in unseen
+        unseen.discard(key)  # the same event twice in one body: the second one is a duplicate
+        metrics.webhook_events.labels(kind, "new" if is_new else "duplicate").inc()
+        flags.append(is_new)
+    return flags
 
-    The caller commits: the 200 goes out only after everything here is durable.
+
+def _log_unmatched(applied: Applied) -> None:
+    if applied.fresh > applied.matched:
+        log.info("%d status(es) for messages that are not ours or not known", applied.fresh - applied.matched)
+
+
+async def store_statuses(conn: asyncpg.Connection, metrics: Metrics, body: Body) -> None:
+    """A body of statuses alone: stored and applied in one statement, durable when this returns."""
+    applied = await apply_statuses_on(conn, body.statuses)
+    _tally(metrics, [("status", e.key) for e in body.statuses], applied.new_keys)
+    _log_unmatched(applied)
+
+
+async def process(session: AsyncSession, metrics: Metrics, body: Body) -> None:
+    """Any other body, in the caller's transaction (the caller commits: the 200 goes out only after that).
+
+    Statuses first (their keys, then their deliveries), then every other event's key in one sorted insert, then
+    the new messages in key order: two bodies with the same events in any order lock rows in the same order.
     """
-    events = _events(envelope)
-    if not events:
+    applied = await apply_statuses(session, body.statuses)
+    _tally(metrics, [("status", e.key) for e in body.statuses], applied.new_keys)
+    _log_unmatched(applied)
+    if not body.others:
         return
-    new = set(
-        (
-            await session.execute(
-                query("webhook_dedup"),
-                {
-                    "keys": [e.key for e in events],
-                    "kinds": [e.kind for e in events],
-                    "payloads": [json.dumps(e.raw) for e in events],
-                },
-            )
-        ).scalars()
-    )
-    fresh: list[_Event] = []
-    for event in events:
-        is_new = event.key in new
-        new.discard(event.key)  # the same event twice in one body: the second one is a duplicate
-        metrics.webhook_events.labels(event.kind, "new" if is_new else "duplicate").inc()
-        if is_new and event.typed is not None:
-            fresh.append(event)
-
-    statuses = [
-        StatusEvent(
-            wamid=st.id,
-            status=st.status,
-            at=timestamp(st.timestamp),
-            tracked_id=tracker.parse(st.biz_opaque_callback_data),
-            error_code=code,
-            error_title=title,
-        )
-        for e in fresh
-        if isinstance(st := e.typed, Status) and st.id and st.status
-        for code, title in [first_error(st.errors)]
-    ]
-    matched = await apply_statuses(session, statuses)
-    if len(statuses) > len(matched):
-        log.info("%d status(es) for messages that are not ours or not known", len(statuses) - len(matched))
-
-    for event in sorted((e for e in fresh if isinstance(e.typed, Message)), key=lambda e: e.key):
+    params = {
+        "keys": [e.key for e in body.others],
+        "kinds": [e.kind for e in body.others],
+        "payloads": [_payload(e.raw) for e in body.others],
+    }
+    new = set((await session.execute(query("webhook_dedup"), params)).scalars())
+    flags = _tally(metrics, [(e.kind, e.key) for e in body.others], new)
+    fresh = [e for e, is_new in zip(body.others, flags, strict=True) if is_new and e.typed is not None]
+    for event in sorted(fresh, key=lambda e: e.key):
         await _message(session, event)
 
 
@@ -145,7 +184,7 @@ async def _message(session: AsyncSession, event: _Event) -> None:
                 "text": msg.shown_text,
                 "ctx": msg.context.id if msg.context else None,
                 "ack": msg.acked_delivery_id,
-                "p": json.dumps(event.raw),
+                "p": _payload(event.raw),
             },
         )
     ).first()

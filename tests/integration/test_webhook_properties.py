@@ -19,7 +19,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.ledger.statuses import StatusEvent, apply_statuses, timestamp
+from bot.ledger.statuses import StatusEvent, apply_statuses, status_key, timestamp
 from bot.ledger.tracker import load_tracker
 from tests.conftest import APP_SECRET, Tenant
 from tests.integration.test_cli import WHATSAPP_ENV, cli_env, free_port, stop, wait_for_health
@@ -38,12 +38,18 @@ async def test_any_order_with_duplicates_ends_at_forward_max(
     async with db() as s, s.begin():
         await s.execute(text("DELETE FROM delivery"))
         await s.execute(text("DELETE FROM employee"))
+        await s.execute(text("DELETE FROM webhook_event"))  # each example is a new delivery, new events
     did = await _delivery(db, tenant, "unknown", None)
     tracker = await load_tracker(db)
     for i, status in enumerate(seq):
         async with db() as s, s.begin():  # one real transaction per event, as the endpoint does
             event = StatusEvent(
-                "wamid.P", status, timestamp(str(1760000000 + i)), tracked_id=tracker.parse(tracker.make(did))
+                status_key("wamid.P", status),
+                "{}",
+                "wamid.P",
+                status,
+                timestamp(str(1760000000 + i)),
+                tracked_id=tracker.parse(tracker.make(did)),
             )
             await apply_statuses(s, [event])
     expected = max(seq, key=FORWARD.__getitem__)
