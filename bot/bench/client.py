@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from bot.bench.common import int_list, percentile
+from bot.commands.common import UsageError
 from bot.graph.client import GraphClient, http_limits, make_http_client
 from bot.graph.errors import GraphError
 from bot.graph.transport import FAST_TRANSPORT, TRANSPORTS
@@ -69,7 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> None:
-    from bot.cli import UsageError
 
     if not 1 <= args.requests <= MAX_REQUESTS:
         raise UsageError(f"--requests must be 1-{MAX_REQUESTS}, got {args.requests}")

@@ -50,6 +50,7 @@ from sqlalchemy import NullPool, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.bench.common import free_port, last_line, percentile, terminate
+from bot.commands.common import CommandFailedError, UsageError, database_url
 from bot.settings import Settings
 
 if TYPE_CHECKING:
@@ -106,7 +107,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> None:
-    from bot.cli import UsageError
 
     if not 1 <= args.employees <= MAX_EMPLOYEES:
         raise UsageError(f"--employees must be 1-{MAX_EMPLOYEES}, got {args.employees}")
@@ -140,10 +140,9 @@ def bench_database(settings: Settings) -> Iterator[str]:
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from bot.cli import CommandFailedError, _database_url
     from bot.db.migrate import upgrade
 
-    server_url = _database_url(settings)
+    server_url = database_url(settings)
     name = f"jem_bench_{secrets.token_hex(4)}"
 
     async def admin(statement: str) -> None:
@@ -227,7 +226,6 @@ async def _scalar(conn: AsyncConnection, sql: str, **params: Any) -> Any:
 
 
 async def _wait_for_heartbeats(conn: AsyncConnection, workers: WorkerProcesses, n: int, limit: float = 60.0) -> None:
-    from bot.cli import CommandFailedError
 
     deadline = time.monotonic() + limit
     while await _scalar(conn, "SELECT count(*) FROM worker WHERE stopped_at IS NULL") < n:
@@ -396,8 +394,6 @@ class SimulatorProcess:
     def __enter__(self) -> SimulatorProcess:
         import httpx
 
-        from bot.cli import CommandFailedError
-
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         self._log = tempfile.TemporaryFile()
@@ -469,14 +465,12 @@ class WorkerProcesses:
         return self
 
     def check_alive(self) -> None:
-        from bot.cli import CommandFailedError
 
         for process, _, err in self._processes:
             if process.poll() is not None:
                 raise CommandFailedError(f"a dispatcher worker exited with {process.returncode}: {last_line(err)}")
 
     def stop(self) -> list[dict[str, Any]]:
-        from bot.cli import CommandFailedError
 
         for process, _, _ in self._processes:
             process.send_signal(signal.SIGTERM)

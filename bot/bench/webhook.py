@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from typing import IO, Any
 
 from bot.bench.common import free_port, int_list, last_line, percentile, terminate
+from bot.commands.common import CommandFailedError, UsageError, preflight, run_with_engine
 from bot.dispatch.worker import run_event_loop
 from bot.settings import Settings
 from bot.webhook.signature import sign
@@ -90,7 +91,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> None:
-    from bot.cli import CommandFailedError, UsageError, _run_with_engine, preflight
 
     if not 1 <= args.requests <= MAX_REQUESTS:
         raise UsageError(f"--requests must be 1-{MAX_REQUESTS}, got {args.requests}")
@@ -112,7 +112,7 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
         announce(f"database: {database}")
     run_id, secret = secrets.token_hex(4), secrets.token_urlsafe(24)
     needed = sum(math.ceil(p.events / len(STATUSES)) for p in plans)
-    data = _run_with_engine(url, lambda engine: _seed(engine, run_id, needed))
+    data = run_with_engine(url, lambda engine: _seed(engine, run_id, needed))
     try:
         # The server stops before the clean-up, so no request still in flight can write after it.
         with _Server(url, secret) as server:
@@ -123,7 +123,7 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
     except _BenchFailedError as exc:
         raise CommandFailedError(str(exc)) from None
     finally:
-        _run_with_engine(url, lambda engine: _clean_up(engine, data))
+        run_with_engine(url, lambda engine: _clean_up(engine, data))
     if args.json:
         print(json.dumps({"database": database, "runs": [asdict(r) for r in results]}, indent=2))
 
@@ -391,8 +391,6 @@ class _Server:
 
     def __enter__(self) -> _Server:
         import httpx
-
-        from bot.cli import CommandFailedError
 
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"

@@ -1,8 +1,7 @@
-"""`jem-bot worker`: a standalone dispatcher process; SIGTERM/SIGINT stop it cleanly (exit 0)."""
+"""A standalone dispatcher (`jem-bot worker`, the benchmarks' workers): SIGTERM/SIGINT stop it cleanly."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -17,23 +16,6 @@ if TYPE_CHECKING:
     from bot.graph.protocol import GraphSender
 
 T = TypeVar("T")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--concurrency", type=int, default=None, help="in-flight sends")
-
-
-def run(settings: Settings, args: argparse.Namespace) -> None:
-    from bot.cli import UsageError, preflight
-    from bot.logs import configure_logging
-
-    concurrency = getattr(args, "concurrency", None)
-    if concurrency is not None and not 1 <= concurrency <= 2_000:
-        raise UsageError(f"--concurrency must be 1-2000, got {concurrency}")
-    settings.require_whatsapp()
-    url = preflight(settings)
-    configure_logging()
-    run_event_loop(serve_dispatcher(settings, url, concurrency=concurrency))
 
 
 def run_event_loop(main: Coroutine[Any, Any, T]) -> T:

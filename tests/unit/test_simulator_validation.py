@@ -8,8 +8,8 @@ import hmac
 
 import pytest
 
+from bot.commands.simulator import add_arguments, config_from_args
 from bot.settings import ConfigError, Settings
-from bot.simulator.cli import add_arguments, config_from_args
 from bot.simulator.phone import sign, status_body
 from bot.simulator.stats import Stats
 from bot.simulator.validation import GraphError, validate

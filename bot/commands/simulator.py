@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
+from bot.commands.common import check_listen_address, listen_settings, stop_signals_exit_zero
 from bot.settings import ConfigError, Settings
-from bot.simulator.phone import SimulatorConfig
+
+if TYPE_CHECKING:
+    from bot.simulator.phone import SimulatorConfig
 
 RATES = (
     ("--ack-rate", 0.6, "share of employees who acknowledge after reading"),
@@ -45,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(settings: Settings, args: argparse.Namespace) -> SimulatorConfig:
+    # Imported here: the simulator's modules bring in httpx, which `jem-bot simulator --help` does not need.
+    from bot.simulator.phone import SimulatorConfig
+
     rates = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, _, _ in RATES}
     for name, value in rates.items():
         if not 0.0 <= value <= 1.0:
@@ -71,33 +78,31 @@ def config_from_args(settings: Settings, args: argparse.Namespace) -> SimulatorC
 
 
 def run(settings: Settings, args: argparse.Namespace) -> None:
-    import contextlib
-
     import uvicorn
 
     from bot.logs import configure_logging, uvicorn_log_config
     from bot.simulator.app import KEEP_ALIVE_SECONDS, create_simulator_app
     from bot.simulator.outage import OutageServer
 
-    if not 0 < args.port < 65536:
-        raise ConfigError(f"--port must be 1-65535, got {args.port}")
+    # --host and --port have defaults of their own: JEM_HOST and JEM_PORT are where `serve` listens.
+    listen = listen_settings(settings, args.host, args.port)
     config = config_from_args(settings, args)
+    check_listen_address(listen.host, listen.port, environment=False)
     configure_logging()
-    where = f"http://{args.host}:{args.port}"
+    where = f"http://{listen.host}:{listen.port}"
     target = f"callbacks to {config.webhook}" if config.webhook else "no callbacks (no --webhook)"
     print(f"WhatsApp simulator listening on {where} (set WHATSAPP_API_URL={where}/v23.0); {target}", flush=True)
     app = create_simulator_app(config)
     server = OutageServer(
         uvicorn.Config(
             app,
-            host=args.host,
-            port=args.port,
+            host=listen.host,
+            port=listen.port,
             log_config=uvicorn_log_config(),
             access_log=False,
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
         ),
         app.state.outage,
     )
-    # What uvicorn.run does around Server.run: Ctrl+C is a normal way to stop the simulator.
-    with contextlib.suppress(KeyboardInterrupt):
+    with stop_signals_exit_zero():
         server.run()

@@ -1,0 +1,183 @@
+"""What the `jem-bot` commands share: the errors that set the exit status, the database (its URL, the preflight
+check, a short-lived engine), the listen address, stopping on SIGTERM/SIGINT, and creating employers and tokens.
+
+Commands and the benchmarks import these from here, never from `bot.cli`: the CLI imports the commands, so the
+other direction would be an import cycle. SQLAlchemy, Alembic and the web framework are imported inside the
+functions that use them: `bot.cli` imports this module on every run, `--help` included, and they cost most of a
+second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+T = TypeVar("T")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class UsageError(Exception):
+    """Bad arguments or configuration: exit status 2."""
+
+
+class CommandFailedError(Exception):
+    """The command could not do its job: exit status 1."""
+
+
+class Command(Protocol):
+    """A command's module (or a benchmark's): its options, and what it does with them."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, settings: Settings, args: argparse.Namespace) -> None: ...
+
+
+# --- the database ----------------------------------------------------------------------------------------------
+
+
+def database_url(settings: Settings) -> str:
+    """DATABASE_URL, or the embedded PostgreSQL's URL (started here if it is not running; stopped at exit)."""
+    from bot.db.engine import DatabaseUnavailableError, resolve_database_url
+
+    try:
+        url, _server = resolve_database_url(settings)
+    except Exception as exc:
+        # pg_ctl and initdb failures are pages of output; the first line says what went wrong.
+        raise DatabaseUnavailableError(f"could not start the embedded PostgreSQL: {exc}".splitlines()[0]) from exc
+    return url
+
+
+def run_with_engine(url: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run `work` on a small engine that has answered a ping (so an unreachable database is one clear error)."""
+    from bot.db.engine import make_engine, ping
+
+    async def run() -> T:
+        engine = make_engine(url, pool_size=2, max_overflow=0)
+        try:
+            await ping(engine)
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def preflight(settings: Settings) -> str:
+    """Refuse to start on an unreachable database or a schema that is behind; returns the URL."""
+    from bot.db.migrate import check_schema
+
+    url = database_url(settings)
+    run_with_engine(url, check_schema)
+    return url
+
+
+async def find_employer(conn: AsyncConnection, slug: str) -> int | None:
+    """The employer's id, or None if no employer has that slug."""
+    from sqlalchemy import text
+
+    employer_id = (await conn.execute(text("SELECT id FROM employer WHERE slug = :s"), {"s": slug})).scalar()
+    return None if employer_id is None else int(employer_id)
+
+
+async def create_employer(conn: AsyncConnection, *, slug: str, name: str, timezone: str) -> int | None:
+    """The new employer's id, or None if the slug is taken (then nothing changes). The caller validates."""
+    from sqlalchemy import text
+
+    created = await conn.execute(
+        text(
+            "INSERT INTO employer (slug, name, timezone) VALUES (:s, :n, :t) ON CONFLICT (slug) DO NOTHING RETURNING id"
+        ),
+        {"s": slug, "n": name, "t": timezone},
+    )
+    employer_id = created.scalar()
+    return None if employer_id is None else int(employer_id)
+
+
+async def create_token(conn: AsyncConnection, employer_id: int, *, label: str | None) -> str:
+    """A new API token for the employer. Only its hash is stored: the returned value is the one copy there is."""
+    from sqlalchemy import text
+
+    # Imported here: bot.auth brings in the web framework.
+    from bot.auth import generate_token, hash_token
+
+    token = generate_token()
+    await conn.execute(
+        text("INSERT INTO api_token (employer_id, token_hash, label) VALUES (:e, :h, :l)"),
+        {"e": employer_id, "h": hash_token(token), "l": label},
+    )
+    return token
+
+
+# --- listening -------------------------------------------------------------------------------------------------
+
+
+def listen_settings(settings: Settings, host: str | None, port: int | None) -> Settings:
+    """`--host`/`--port` over JEM_HOST/JEM_PORT. Then `check_listen_address`: the two are apart so that `serve`
+    can say what is missing from its WhatsApp settings first, whatever else is listening on its port."""
+    if port is not None and not 0 < port < 65536:
+        raise UsageError(f"--port must be 1-65535, got {port}")
+    return settings.replace(host=host or settings.host, port=settings.port if port is None else port)
+
+
+def check_listen_address(host: str, port: int, *, environment: bool = True) -> None:
+    """uvicorn reports an unknown host or a taken port as several log lines, after the database and the app have
+    started; say it in one line (exit 2), before anything starts. `environment=False` leaves JEM_HOST/JEM_PORT out
+    of the hint: they do not configure the simulator (they say where `serve` listens)."""
+    try:
+        bind_probe(host, port)
+    except socket.gaierror as exc:
+        hint = "check --host or JEM_HOST" if environment else "check --host"
+        raise UsageError(f"cannot listen on host {host!r} ({exc.strerror}): {hint}") from None
+    except OSError as exc:
+        hint = "pass --port or set JEM_PORT to a free port" if environment else "pass --port with a free port"
+        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror}): {hint}") from None
+
+
+def bind_probe(host: str, port: int) -> int:
+    """Bind a throwaway socket where a server is about to listen and return the port it got (the kernel picks one
+    for port 0). Raises socket.gaierror for an unknown host and OSError for a port that is taken."""
+    if not 0 <= port < 65536:
+        # getaddrinfo would wrap it round (65536 becomes 0: any port) instead of refusing it.
+        raise OSError(f"port {port} is out of range")
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # The option uvicorn sets, so a port in TIME_WAIT from a previous run is not reported as taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+        return int(probe.getsockname()[1])
+
+
+# --- stopping --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def stop_signals_exit_zero() -> Iterator[None]:
+    """Around a uvicorn server: SIGTERM or SIGINT (Ctrl+C) ends the process with status 0 once it has stopped.
+
+    uvicorn shuts down gracefully on either signal, then re-raises it with the handler that was in place before
+    it started. With the default handlers the process would die by the signal (status -15) or print an
+    "interrupted" error (130) although everything stopped cleanly, and on SIGTERM the embedded PostgreSQL's exit
+    hook would not run. A stop on request is a success; SystemExit lets the exit hooks run.
+    """
+    previous = {sig: signal.signal(sig, _exit_zero) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _exit_zero(signum: int, frame: object) -> None:
+    raise SystemExit(0)
