@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import uvicorn
 from litestar import Litestar
 
+from bot.commands.common import bind_probe
 from bot.settings import Settings
 from bot.simulator.app import KEEP_ALIVE_SECONDS
 from bot.simulator.outage import OutageServer
@@ -30,13 +30,10 @@ class _QuietServer(OutageServer):
 def simulator_port(settings: Settings) -> int:
     """The port after the API's if it is free, else any free one (decided once, in simulator_settings)."""
     for port in (settings.port + 1, 0):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((settings.host, port))
-            except OSError:
-                continue
-            return int(probe.getsockname()[1])
+        try:
+            return bind_probe(settings.host, port)
+        except OSError:
+            continue
     raise OSError("no free port for the simulator")
 
 
