@@ -99,6 +99,8 @@ async def create(
         raise ValidationFailedError.many(errors)
     params = {"e": employer_id, "m": message, "s": send_at, "a": msgspec.json.encode(audience).decode(), "t": token_id}
     row = (await session.execute(query("announcement_insert"), params)).one()
+    if row.send_at <= datetime.now(UTC):
+        await session.execute(query("wake_dispatchers"))
     return _to_contract(row, contracts.Counts())
 
 
@@ -149,6 +151,8 @@ async def patch(
     if row is None:
         current = await get(session, employer_id, announcement_id)  # 404 when it is not ours
         raise ConflictError(f"Only a scheduled announcement can be changed; this one is {current.status}.")
+    if row.send_at <= datetime.now(UTC):
+        await session.execute(query("wake_dispatchers"))
     counts = await counts_for(session, [row.id])
     return _to_contract(row, counts[row.id])
 

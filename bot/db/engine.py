@@ -39,12 +39,16 @@ def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 20) -> Asy
     )
 
 
+def asyncpg_dsn(url: str) -> str:
+    """The same database as a SQLAlchemy URL, as a DSN asyncpg connects to by itself."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 async def make_pg_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
     """A plain asyncpg pool beside the engine, for the one path too hot for SQLAlchemy's session machinery:
     Meta's status webhooks (bot/webhook/service.py). Same server, same timeouts; no pre-ping round trip."""
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     return await asyncpg.create_pool(
-        dsn,
+        asyncpg_dsn(url),
         # Connections are made when first needed: the app starts (and /health answers 503) with the database down.
         min_size=0,
         max_size=max_size,

@@ -657,3 +657,13 @@ DELETE FROM webhook_event WHERE received_at < now() - make_interval(days => :day
 -- name: purge_inbound_messages
 DELETE FROM inbound_message WHERE received_at < now() - make_interval(days => :days);
 
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Waking the dispatchers.
+
+-- name: wake_dispatchers
+-- Work is due now (an announcement to send at once, a reply, a resend): every listening dispatcher looks at
+-- the ledger at once instead of at its next poll. Sent when the caller's transaction commits, so a dispatcher
+-- never wakes before the work is visible; several in one transaction are delivered once.
+SELECT pg_notify('jem_dispatch', '');

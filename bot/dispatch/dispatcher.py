@@ -14,8 +14,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.db.engine import asyncpg_dsn
 from bot.graph.client import SendResult
 from bot.graph.errors import AmbiguousError, NotSentError, RejectedError, SendingPausedError
 from bot.graph.protocol import GraphSender
@@ -46,12 +48,22 @@ WRITE_RETRY_FIRST = 0.1
 WRITE_RETRY_CAP = 2.0
 # On a graceful stop, sends in flight and their outcome writes get this long to finish.
 DRAIN_SECONDS = 30.0
+# Where work that is due now is announced (bot/db/queries.sql `wake_dispatchers`).
+WAKE_CHANNEL = "jem_dispatch"
+# A listening connection that dropped is made again after this long, doubling up to the cap; polling covers
+# the gap.
+LISTEN_RETRY_FIRST = 0.5
+LISTEN_RETRY_CAP = 10.0
 
 
 def _why(exc: BaseException) -> str:
     """A database error in one line, without the statement or its parameters (they may carry phone numbers)."""
     orig = getattr(exc, "orig", None)
     return type(orig if orig is not None else exc).__name__
+
+
+def _set_on_close(event: asyncio.Event, _conn: object) -> None:
+    event.set()
 
 
 class _SentWriter:
@@ -128,6 +140,7 @@ class Dispatcher:
         worker_id: str | None = None,
         concurrency: int | None = None,
         outcome_delay: float = OUTCOME_DELAY,
+        listen_url: str | None = None,
     ) -> None:
         self._settings = settings
         self._sm = sessionmaker
@@ -157,6 +170,9 @@ class Dispatcher:
         self._trackers = TrackerSource(sessionmaker)
         self._tracker: Tracker | None = None
         self._writer = _SentWriter(self._write_sent, self._durably, delay=outcome_delay, limit=OUTCOME_BATCH)
+        # LISTEN for work that is due now (None: poll only, e.g. behind PgBouncer in transaction mode).
+        self._listen_url = listen_url
+        self.wakeups = 0
 
     @property
     def outcome_writes(self) -> int:
@@ -172,6 +188,12 @@ class Dispatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look at the ledger now: fan out, claim (called when PostgreSQL says work is due)."""
+        self.wakeups += 1
+        self._next_housekeeping = 0.0
         self._wake.set()
 
     async def run_once(self) -> int:
@@ -194,6 +216,11 @@ class Dispatcher:
             self.worker_id, self._concurrency, self._settings.send_rate, self._settings.lease_seconds,
         )  # fmt: skip
         beating = asyncio.create_task(self._beat_forever(), name=f"heartbeat {self.worker_id}")
+        listening = (
+            asyncio.create_task(self._listen_forever(self._listen_url), name=f"listen {self.worker_id}")
+            if self._listen_url
+            else None
+        )
         retry_in = self._settings.dispatcher_poll_interval
         try:
             while not self._stop.is_set():
@@ -211,9 +238,11 @@ class Dispatcher:
                     retry_in = self._settings.dispatcher_poll_interval
             await self._finish()
         finally:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
+            for task in (beating, listening):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             with contextlib.suppress(Exception):
                 await reaper.stopped(self._sm, me=self.worker_id)
             log.info("dispatcher %s stopped after %d sends", self.worker_id, self._sent)
@@ -239,6 +268,28 @@ class Dispatcher:
             except Exception as exc:
                 log.warning("dispatcher %s: heartbeat failed (%s)", self.worker_id, _why(exc))
             await asyncio.sleep(self._settings.dispatcher_heartbeat_interval)
+
+    async def _listen_forever(self, url: str) -> None:
+        """Hold a LISTEN connection of its own; when it drops, make it again. Polling covers every gap."""
+        delay = LISTEN_RETRY_FIRST
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(asyncpg_dsn(url), timeout=5)
+                lost = asyncio.Event()
+                conn.add_termination_listener(partial(_set_on_close, lost))
+                await conn.add_listener(WAKE_CHANNEL, lambda *_: self.wake())
+                delay = LISTEN_RETRY_FIRST
+                self.wake()  # whatever was announced while nobody listened
+                await lost.wait()
+            except Exception as exc:
+                log.warning("dispatcher %s: not listening for work (%s); polling meanwhile", self.worker_id, _why(exc))
+            finally:
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(conn.close(timeout=2))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LISTEN_RETRY_CAP)
 
     async def _liveness(self) -> None:
         """Say we are alive (until our own stale-after), then reap expired leases and silent workers' claims."""

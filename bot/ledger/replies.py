@@ -10,4 +10,7 @@ from bot.db.queries import query
 async def queue_reply(session: AsyncSession, *, employer_id: int, employee_id: int, reply_key: str, body: str) -> bool:
     """True when queued now; False when this reply_key was queued before (a redelivered webhook)."""
     params = {"employer_id": employer_id, "employee_id": employee_id, "reply_key": reply_key, "body": body}
-    return (await session.execute(query("queue_reply"), params)).scalar() is not None
+    queued = (await session.execute(query("queue_reply"), params)).scalar() is not None
+    if queued:
+        await session.execute(query("wake_dispatchers"))
+    return queued

@@ -26,6 +26,8 @@ async def resend_unknown(
     resent = int((await session.execute(query("resend_unknown"), {"id": announcement_id})).rowcount)  # type: ignore[attr-defined]
     if resent and status == "completed":
         await session.execute(query("announcement_reopen"), {"id": announcement_id})
+    if resent:
+        await session.execute(query("wake_dispatchers"))
     requested_at: datetime = (
         await session.execute(
             query("resend_record"), {"e": employer_id, "id": announcement_id, "t": token_id, "n": resent}

@@ -493,3 +493,37 @@ async def test_health_and_sender_show_a_paused_number_and_why(
     assert body["access_token_hint"] == "…" + settings.whatsapp_access_token[-4:]
     assert settings.whatsapp_access_token not in sender.text
     assert (await client.get("/sender")).status_code == 401
+
+
+# --- wake-ups (issue 13): work due now does not wait for a poll ------------------------------------------------
+
+
+async def test_an_announcement_due_now_wakes_a_listening_dispatcher_at_once(
+    client: AsyncTestClient[Litestar],
+    db: Db,
+    tenant: Tenant,
+    fast: Settings,
+    stub: GraphStub,
+    graph: GraphClient,
+    database_url: str,
+) -> None:
+    """With a 5 s poll, the first send comes well within 2 s of the POST only if NOTIFY woke the dispatcher."""
+    async with db() as s, s.begin():
+        await s.execute(
+            text("INSERT INTO employee (employer_id, phone, name) VALUES (:e, '+27820000001', 'A')"),
+            {"e": tenant.employer_id},
+        )
+    d = Dispatcher(fast.replace(dispatcher_poll_interval=5.0), db, graph, worker_id="w1", listen_url=database_url)
+    task = await running(d)
+    try:
+        await wait_until(lambda: d.wakeups >= 1, "the dispatcher to listen")  # its own wake-up on listening
+        woken = d.wakeups
+        created = await client.post("/announcements", json={"message": "Fire drill"}, headers=tenant.headers)
+        assert created.status_code == 201
+        started = time.monotonic()
+        await wait_until(lambda: len(stub.requests) == 1, "the first send", 2.0)
+        took = time.monotonic() - started
+    finally:
+        await stop(d, task)
+    assert d.wakeups > woken
+    assert took < 2.0
