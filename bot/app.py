@@ -56,16 +56,17 @@ def create_app(
         url, embedded = (
             (database_url, None) if database_url else await asyncio.to_thread(resolve_database_url, settings)
         )
-        engine = make_engine(url)
+        engine = make_engine(url, pgbouncer=settings.pgbouncer)
         state = app_state(app)
         state.engine = engine
         state.sessionmaker = make_sessionmaker(engine)
         state.trackers = TrackerSource(state.sessionmaker)
         state.embedded = embedded
+        state.database_url = url
         try:
             if check_schema_on_start:
                 await check_schema(engine)
-            state.pg = await make_pg_pool(url)
+            state.pg = await make_pg_pool(url, pgbouncer=settings.pgbouncer)
             try:
                 yield
             finally:

@@ -43,6 +43,7 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
         "inbound messages and their payloads older than this are purged",
     ),
     ("WHATSAPP_WABA_ID", "-", "the default sender's WhatsApp Business Account id"),
+    ("JEM_PGBOUNCER", "false", "true when DATABASE_URL is PgBouncer in transaction-pooling mode"),
 )
 
 REQUIRED_WHATSAPP = (
@@ -51,6 +52,9 @@ REQUIRED_WHATSAPP = (
     "WHATSAPP_APP_SECRET",
     "WHATSAPP_VERIFY_TOKEN",
 )
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 class ConfigError(Exception):
@@ -94,6 +98,8 @@ class Settings:
     # The overall deadline of one Graph call; past it the send is ambiguous and its delivery `unknown`.
     graph_timeout: float = DEFAULT_GRAPH_TIMEOUT
     retention_days: int = DEFAULT_RETENTION_DAYS
+    # DATABASE_URL points at PgBouncer in transaction-pooling mode: no reused prepared statements, no LISTEN.
+    pgbouncer: bool = False
     # Not in the environment: the defaults are right for production; tests shrink them to run in seconds.
     lease_margin: float = LEASE_MARGIN
     sender_backoff_base: float = 1.0
@@ -155,6 +161,10 @@ class Settings:
         if not api_url.startswith(("http://", "https://")):
             raise ConfigError(f"WHATSAPP_API_URL must be an http(s) URL, got {api_url!r}")
 
+        pgbouncer_raw = get("JEM_PGBOUNCER").lower() or "false"
+        if pgbouncer_raw not in _BOOLEANS:
+            raise ConfigError(f"JEM_PGBOUNCER must be true or false, got {get('JEM_PGBOUNCER')!r}")
+
         return cls(
             database_url=database_url,
             data_dir=Path(get("JEM_DATA_DIR") or ".jem"),
@@ -172,6 +182,7 @@ class Settings:
             dispatcher_heartbeat_interval=heartbeat,
             dispatcher_stale_after=stale_after,
             retention_days=int(retention_raw),
+            pgbouncer=_BOOLEANS[pgbouncer_raw],
         )
 
     def replace(self, **changes: object) -> Settings:

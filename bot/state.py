@@ -31,6 +31,7 @@ class AppState(State):
     settings: Settings
     metrics: Metrics
     # Set by the database lifespan, before the app serves anything.
+    database_url: str
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     # The webhook's hot path: plain asyncpg, one round trip per body of statuses.

@@ -63,7 +63,9 @@ def run_with_engine(url: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     from bot.db.engine import make_engine, ping
 
     async def run() -> T:
-        engine = make_engine(url, pool_size=2, max_overflow=0)
+        # A command runs a few statements once: reusing prepared statements gains nothing, and without reuse it
+        # works through PgBouncer's transaction pooling too, whatever JEM_PGBOUNCER says.
+        engine = make_engine(url, pool_size=2, max_overflow=0, pgbouncer=True)
         try:
             await ping(engine)
             return await work(engine)
@@ -84,38 +86,29 @@ def preflight(settings: Settings) -> str:
 
 async def find_employer(conn: AsyncConnection, slug: str) -> int | None:
     """The employer's id, or None if no employer has that slug."""
-    from sqlalchemy import text
+    from bot.db.queries import query
 
-    employer_id = (await conn.execute(text("SELECT id FROM employer WHERE slug = :s"), {"s": slug})).scalar()
+    employer_id = (await conn.execute(query("employer_find"), {"s": slug})).scalar()
     return None if employer_id is None else int(employer_id)
 
 
 async def create_employer(conn: AsyncConnection, *, slug: str, name: str, timezone: str) -> int | None:
     """The new employer's id, or None if the slug is taken (then nothing changes). The caller validates."""
-    from sqlalchemy import text
+    from bot.db.queries import query
 
-    created = await conn.execute(
-        text(
-            "INSERT INTO employer (slug, name, timezone) VALUES (:s, :n, :t) ON CONFLICT (slug) DO NOTHING RETURNING id"
-        ),
-        {"s": slug, "n": name, "t": timezone},
-    )
+    created = await conn.execute(query("employer_create"), {"s": slug, "n": name, "t": timezone})
     employer_id = created.scalar()
     return None if employer_id is None else int(employer_id)
 
 
 async def create_token(conn: AsyncConnection, employer_id: int, *, label: str | None) -> str:
     """A new API token for the employer. Only its hash is stored: the returned value is the one copy there is."""
-    from sqlalchemy import text
-
     # Imported here: bot.auth brings in the web framework.
     from bot.auth import generate_token, hash_token
+    from bot.db.queries import query
 
     token = generate_token()
-    await conn.execute(
-        text("INSERT INTO api_token (employer_id, token_hash, label) VALUES (:e, :h, :l)"),
-        {"e": employer_id, "h": hash_token(token), "l": label},
-    )
+    await conn.execute(query("token_create"), {"e": employer_id, "h": hash_token(token), "l": label})
     return token
 
 

@@ -50,9 +50,8 @@ def demo_employees() -> list[tuple[str, str, list[str]]]:
 
 async def seed(engine: AsyncEngine, saved_token: str | None) -> tuple[int, str]:
     """Create (or find) the demo employer and its employees; reuse the saved token if it still works."""
-    from sqlalchemy import text
-
     from bot.auth import hash_token
+    from bot.db.queries import query
 
     async with engine.begin() as conn:
         employer_id = await create_employer(conn, slug=SLUG, name=NAME, timezone=TIMEZONE)
@@ -61,18 +60,9 @@ async def seed(engine: AsyncEngine, saved_token: str | None) -> tuple[int, str]:
         if employer_id is None:
             raise CommandFailedError(f"the demo employer {SLUG!r} was deleted while the demo was seeding it")
         for phone, name, tags in demo_employees():
-            await conn.execute(
-                text(
-                    "INSERT INTO employee (employer_id, phone, name, tags) VALUES (:e, :p, :n, :t) "
-                    "ON CONFLICT (employer_id, phone) DO NOTHING"
-                ),
-                {"e": employer_id, "p": phone, "n": name, "t": tags},
-            )
+            await conn.execute(query("demo_employee"), {"e": employer_id, "p": phone, "n": name, "t": tags})
         if saved_token:
-            found = await conn.execute(
-                text("SELECT 1 FROM api_token WHERE employer_id = :e AND token_hash = :h"),
-                {"e": employer_id, "h": hash_token(saved_token)},
-            )
+            found = await conn.execute(query("token_exists"), {"e": employer_id, "h": hash_token(saved_token)})
             if found.first() is not None:
                 return employer_id, saved_token
         return employer_id, await create_token(conn, employer_id, label="demo")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -23,7 +26,14 @@ def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedServer | None
     return server.url, server
 
 
-def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 20) -> AsyncEngine:
+def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 20, pgbouncer: bool = False) -> AsyncEngine:
+    connect_args: dict[str, Any] = {
+        "timeout": 5,
+        "command_timeout": 60,
+        "server_settings": {"application_name": "jem-bot"},
+    }
+    if pgbouncer:
+        connect_args |= _PGBOUNCER_CONNECT_ARGS
     return create_async_engine(
         url,
         pool_size=pool_size,
@@ -31,12 +41,22 @@ def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 20) -> Asy
         pool_pre_ping=True,
         # A request must fail fast when PostgreSQL is gone (health answers 503), not hang.
         pool_timeout=10,
-        connect_args={
-            "timeout": 5,
-            "command_timeout": 60,
-            "server_settings": {"application_name": "jem-bot"},
-        },
+        connect_args=connect_args,
     )
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
+
+
+# PgBouncer in transaction-pooling mode gives each transaction whichever server connection is free: a statement
+# prepared under a fixed name in one transaction may be missing, or already there, in the next. So no statement
+# is reused: SQLAlchemy names each one uniquely and caches none, and asyncpg keeps no cache of its own.
+_PGBOUNCER_CONNECT_ARGS: dict[str, Any] = {
+    "prepared_statement_name_func": _unique_statement_name,
+    "prepared_statement_cache_size": 0,
+    "statement_cache_size": 0,
+}
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -44,7 +64,7 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def make_pg_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
+async def make_pg_pool(url: str, *, max_size: int = 10, pgbouncer: bool = False) -> asyncpg.Pool:
     """A plain asyncpg pool beside the engine, for the one path too hot for SQLAlchemy's session machinery:
     Meta's status webhooks (bot/webhook/service.py). Same server, same timeouts; no pre-ping round trip."""
     return await asyncpg.create_pool(
@@ -56,6 +76,7 @@ async def make_pg_pool(url: str, *, max_size: int = 10) -> asyncpg.Pool:
         timeout=5,
         command_timeout=60,
         server_settings={"application_name": "jem-bot"},
+        statement_cache_size=0 if pgbouncer else 100,
     )
 
 

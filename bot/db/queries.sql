@@ -667,3 +667,26 @@ DELETE FROM inbound_message WHERE received_at < now() - make_interval(days => :d
 -- the ledger at once instead of at its next poll. Sent when the caller's transaction commits, so a dispatcher
 -- never wakes before the work is visible; several in one transaction are delivered once.
 SELECT pg_notify('jem_dispatch', '');
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- The command line (bot/commands/): employers and tokens, and the demo's employees.
+
+-- name: employer_find
+SELECT id FROM employer WHERE slug = :s;
+
+-- name: employer_create
+-- None when the slug is taken; then nothing changes.
+INSERT INTO employer (slug, name, timezone) VALUES (:s, :n, :t) ON CONFLICT (slug) DO NOTHING RETURNING id;
+
+-- name: token_create
+-- Only the token's hash is stored.
+INSERT INTO api_token (employer_id, token_hash, label) VALUES (:e, :h, :l);
+
+-- name: token_exists
+SELECT 1 FROM api_token WHERE employer_id = :e AND token_hash = :h AND revoked_at IS NULL;
+
+-- name: demo_employee
+-- The demo's people are added once; a re-run changes nothing an operator edited.
+INSERT INTO employee (employer_id, phone, name, tags) VALUES (:e, :p, :n, :t)
+ON CONFLICT (employer_id, phone) DO NOTHING;

@@ -310,10 +310,11 @@ class Dispatcher:
 
     async def _housekeeping(self) -> None:
         # Announcement-level work, cheap to delay by a poll interval; run per claim (dozens a second) it cost
-        # as many round trips as the claims themselves.
+        # as many round trips as the claims themselves. The next time is set first: a wake-up that arrives while
+        # this runs (work committed just after our fan-out looked) must not be overwritten.
+        self._next_housekeeping = time.monotonic() + self._settings.dispatcher_poll_interval
         await fanout.fan_out_due(self._sm)
         await completion.complete_finished(self._sm)
-        self._next_housekeeping = time.monotonic() + self._settings.dispatcher_poll_interval
 
     async def _claim(self) -> tuple[int, float]:
         """Claim what the free slots and the budget allow and start sending it; returns (rows, seconds to pause)."""

@@ -19,7 +19,9 @@ def dispatcher_lifespan(settings: Settings) -> Callable[[Any], AbstractAsyncCont
         # One connection per send in flight: fewer would queue sends behind each other in the pool.
         http = make_http_client(settings, max_in_flight=settings.dispatcher_concurrency)
         graph = GraphClient.for_settings(http, settings, metrics=app.state.metrics)
-        d = Dispatcher(settings, app.state.sessionmaker, graph, metrics=app.state.metrics)
+        # Behind PgBouncer's transaction pooling a LISTEN would hear nothing: poll only.
+        listen_url = None if settings.pgbouncer else app.state.database_url
+        d = Dispatcher(settings, app.state.sessionmaker, graph, metrics=app.state.metrics, listen_url=listen_url)
         app.state.dispatcher = d
         task = asyncio.create_task(d.run())
         try:

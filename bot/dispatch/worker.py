@@ -44,7 +44,7 @@ async def open_dispatcher(
     from bot.graph.client import GraphClient, make_http_client
 
     concurrency = concurrency or settings.dispatcher_concurrency
-    engine = make_engine(url, pool_size=5, max_overflow=10)
+    engine = make_engine(url, pool_size=5, max_overflow=10, pgbouncer=settings.pgbouncer)
     # One connection per send in flight: fewer would queue sends behind each other in the pool.
     http = make_http_client(settings, max_in_flight=concurrency)
     graph = GraphClient.for_settings(http, settings, metrics=metrics)
@@ -55,6 +55,8 @@ async def open_dispatcher(
             graph if wrap_graph is None else wrap_graph(graph),
             metrics=metrics,
             concurrency=concurrency,
+            # Behind PgBouncer's transaction pooling a LISTEN would hear nothing: poll only.
+            listen_url=None if settings.pgbouncer else url,
         )
     finally:
         await http.aclose()

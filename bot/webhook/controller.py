@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import time
@@ -43,7 +44,12 @@ async def _store(state: AppState, envelope: Envelope) -> None:
     for attempt in range(RETRIES):
         try:
             if body.statuses_only:
-                async with state.pg.acquire() as conn:
+                # Behind PgBouncer's transaction pooling an explicit transaction keeps the statement's prepare
+                # and execute on one server connection.
+                async with (
+                    state.pg.acquire() as conn,
+                    conn.transaction() if state.settings.pgbouncer else contextlib.nullcontext(),
+                ):
                     await service.store_statuses(conn, state.metrics, body)
             else:
                 async with state.sessionmaker() as session:
