@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar
@@ -26,15 +26,13 @@ from bot.ledger.tracker import TrackerSource
 from bot.metrics import Metrics
 from bot.sender import get_sender
 from bot.settings import Settings
-from bot.state import AppState, app_state
+from bot.state import AppState, Lifespan, app_state
 from bot.webhook.controller import WebhookController
 
 log = logging.getLogger("jem.app")
 
 # Meta's payloads reach 3 MB; employee imports of 10,000 rows stay well below this.
 MAX_BODY_BYTES = 8 * 1024 * 1024
-
-Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
 
 def create_app(

@@ -3,7 +3,7 @@ interrupted.
 
 The commands are the modules of `bot.commands`, listed in COMMANDS; this module only parses the command line,
 runs the chosen command and turns its errors into exit statuses. What the commands share is in
-`bot.commands.common`, which they import instead of anything here.
+`bot.runtime`, which they import instead of anything here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, NoReturn
 
-from bot.commands.common import Command, CommandFailedError, UsageError
+from bot.runtime import Command, CommandFailedError, UsageError
 from bot.settings import ENVIRONMENT, ConfigError, Settings
 
 

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.app import Lifespan
 from bot.db.queries import query
 from bot.ledger import reaper
 from bot.settings import Settings
-from bot.state import app_state
+from bot.state import Lifespan, app_state
 
 log = logging.getLogger("jem.maintenance")
 

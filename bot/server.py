@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uvicorn
 
-from bot.app import Lifespan, create_app
+from bot.app import create_app
 from bot.logs import configure_logging, uvicorn_log_config
 from bot.settings import Settings
+from bot.state import Lifespan
 
 
 def build_lifespans(settings: Settings, *, dispatcher: bool) -> list[Lifespan]:

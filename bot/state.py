@@ -6,6 +6,8 @@ through `app_state(app)`. Either way mypy sees every attribute's type.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Protocol, cast
 
 from litestar import Litestar
@@ -19,6 +21,11 @@ if TYPE_CHECKING:
     from bot.ledger.tracker import TrackerSource
     from bot.metrics import Metrics
     from bot.settings import Settings
+
+
+# A part of the app that runs beside it (the dispatcher, housekeeping, the simulator): set up before the app
+# serves, torn down after.
+Lifespan = Callable[[Litestar], AbstractAsyncContextManager[None]]
 
 
 class Describable(Protocol):

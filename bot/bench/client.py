@@ -19,10 +19,10 @@ import time
 from dataclasses import asdict, dataclass
 
 from bot.bench.common import int_list, percentile
-from bot.commands.common import UsageError
 from bot.graph.client import GraphClient, http_limits, make_http_client
 from bot.graph.errors import GraphError
 from bot.graph.transport import FAST_TRANSPORT, TRANSPORTS
+from bot.runtime import UsageError
 from bot.settings import Settings
 
 MAX_REQUESTS = 200_000

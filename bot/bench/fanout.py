@@ -50,7 +50,7 @@ from sqlalchemy import NullPool, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.bench.common import free_port, last_line, percentile, terminate
-from bot.commands.common import CommandFailedError, UsageError, database_url
+from bot.runtime import CommandFailedError, UsageError, database_url
 from bot.settings import Settings
 
 if TYPE_CHECKING:

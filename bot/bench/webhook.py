@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass
 from typing import IO, Any
 
 from bot.bench.common import free_port, int_list, last_line, percentile, terminate
-from bot.commands.common import CommandFailedError, UsageError, preflight, run_with_engine
 from bot.dispatch.worker import run_event_loop
+from bot.runtime import CommandFailedError, UsageError, preflight, run_with_engine
 from bot.settings import Settings
 from bot.webhook.signature import sign
 

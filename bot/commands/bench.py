@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from bot.bench import client, fanout, webhook
-from bot.commands.common import Command
+from bot.runtime import Command
 from bot.settings import Settings
 
 BENCHMARKS: tuple[tuple[str, str, Command], ...] = (

@@ -8,7 +8,7 @@ import json
 import random
 from typing import TYPE_CHECKING
 
-from bot.commands.common import (
+from bot.runtime import (
     CommandFailedError,
     check_listen_address,
     create_employer,

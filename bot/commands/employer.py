@@ -7,7 +7,7 @@ import re
 import zoneinfo
 from typing import TYPE_CHECKING
 
-from bot.commands.common import CommandFailedError, UsageError, create_employer, database_url, run_with_engine
+from bot.runtime import CommandFailedError, UsageError, create_employer, database_url, run_with_engine
 from bot.settings import Settings
 
 if TYPE_CHECKING:

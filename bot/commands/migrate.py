@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bot.commands.common import CommandFailedError, database_url, run_with_engine
+from bot.runtime import CommandFailedError, database_url, run_with_engine
 from bot.settings import Settings
 
 

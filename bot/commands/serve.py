@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bot.commands.common import check_listen_address, listen_settings, preflight, stop_signals_exit_zero
+from bot.runtime import check_listen_address, listen_settings, preflight, stop_signals_exit_zero
 from bot.settings import Settings
 
 

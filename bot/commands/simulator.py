@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from bot.commands.common import check_listen_address, listen_settings, stop_signals_exit_zero
+from bot.runtime import check_listen_address, listen_settings, stop_signals_exit_zero
 from bot.settings import ConfigError, Settings
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from bot.commands.common import UsageError, create_token, database_url, find_employer, run_with_engine
+from bot.runtime import UsageError, create_token, database_url, find_employer, run_with_engine
 from bot.settings import Settings
 
 if TYPE_CHECKING:

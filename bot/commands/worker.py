@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bot.commands.common import UsageError, preflight
+from bot.runtime import UsageError, preflight
 from bot.settings import Settings
 
 MAX_CONCURRENCY = 2_000

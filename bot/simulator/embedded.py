@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import uvicorn
 from litestar import Litestar
 
-from bot.commands.common import bind_probe
+from bot.runtime import bind_probe
 from bot.settings import Settings
 from bot.simulator.app import KEEP_ALIVE_SECONDS
 from bot.simulator.outage import OutageServer

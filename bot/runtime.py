@@ -1,8 +1,9 @@
 """What the `jem-bot` commands share: the errors that set the exit status, the database (its URL, the preflight
 check, a short-lived engine), the listen address, stopping on SIGTERM/SIGINT, and creating employers and tokens.
 
-Commands and the benchmarks import these from here, never from `bot.cli`: the CLI imports the commands, so the
-other direction would be an import cycle. SQLAlchemy, Alembic and the web framework are imported inside the
+Commands, the benchmarks and the simulator import these from here, never from `bot.cli` or `bot.commands`: those
+import them, so the other direction would be an import cycle (the import-linter layers contract in
+pyproject.toml keeps it that way). SQLAlchemy, Alembic and the web framework are imported inside the
 functions that use them: `bot.cli` imports this module on every run, `--help` included, and they cost most of a
 second.
 """
