@@ -75,7 +75,7 @@ async def make_pg_pool(url: str, *, max_size: int = 10, pgbouncer: bool = False)
         reset=_reset_if_in_transaction,
         timeout=5,
         command_timeout=60,
-        server_settings={"application_name": "jem-bot"},
+        server_settings={"application_name": "jem-bot", "plan_cache_mode": "force_generic_plan"},
         statement_cache_size=0 if pgbouncer else 100,
     )
 
