@@ -16,6 +16,7 @@ cannot pass by testing nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import random
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -154,8 +155,10 @@ async def scalar(db: async_sessionmaker[AsyncSession], sql: str, **params: Any) 
         return (await s.execute(text(sql), params)).scalar()
 
 
-@pytest.fixture
-async def fleet(tmp_path: Path, database_url: str) -> AsyncIterator[Fleet]:
+@contextlib.contextmanager
+def running_fleet(tmp_path: Path, database_url: str, **settings: str) -> Iterator[Fleet]:
+    """A fleet whose processes use ``database_url`` (and ``settings``, more environment variables); stopped at the
+    end. tests/acceptance/test_pgbouncer.py runs the same scenario through PgBouncer this way."""
     # Nothing from the developer's environment may leak in: the processes see only this run's settings.
     env = {
         k: v
@@ -175,6 +178,7 @@ async def fleet(tmp_path: Path, database_url: str) -> AsyncIterator[Fleet]:
         "JEM_DISPATCHER_HEARTBEAT": str(HEARTBEAT),
         "JEM_DISPATCHER_STALE_AFTER": str(STALE_AFTER),
     }
+    env |= settings
     logs = tmp_path / "logs"
     logs.mkdir()
     running = Fleet(logs, env)
@@ -182,6 +186,12 @@ async def fleet(tmp_path: Path, database_url: str) -> AsyncIterator[Fleet]:
         yield running
     finally:
         running.stop_all()
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path, database_url: str) -> AsyncIterator[Fleet]:
+    with running_fleet(tmp_path, database_url) as running:
+        yield running
 
 
 @dataclass(frozen=True)
@@ -217,11 +227,23 @@ class Tally:
 async def test_workers_killed_mid_batch_under_graph_faults_never_send_twice_and_lose_nothing(
     fleet: Fleet, db: async_sessionmaker[AsyncSession], tenant: Tenant, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    await never_twice(fleet, db, tenant, capsys)
+
+
+async def never_twice(
+    fleet: Fleet,
+    db: async_sessionmaker[AsyncSession],
+    tenant: Tenant,
+    capsys: pytest.CaptureFixture[str],
+    label: str = "never-twice",
+) -> dict[str, Any]:
+    """The whole scenario and its checks on ``fleet``; returns the simulator's final stats. ``label`` starts the
+    summary line."""
     started = time.monotonic()
     seed = random.randrange(2**31)
     rng = random.Random(seed)
     try:
-        await run(fleet, db, tenant, rng, seed, started, capsys)
+        return await run(fleet, db, tenant, rng, seed, started, capsys, label)
     except BaseException:
         print(f"seed {seed}; process output:\n{fleet.tails()}")
         raise
@@ -235,7 +257,8 @@ async def run(
     seed: int,
     started: float,
     capsys: pytest.CaptureFixture[str],
-) -> None:
+    label: str,
+) -> dict[str, Any]:
     api_port, sim_port = free_port(), free_port()
     api, sim = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}"
     fleet.env["WHATSAPP_API_URL"] = f"{sim}/v23.0"
@@ -364,7 +387,7 @@ async def run(
     accepted_once = stats["messages_accepted"] - stats["duplicate_sends"]
     ambiguous = faults["timeout"] + faults["5xx"] + tally.killed_in_flight
     summary = (
-        f"never-twice: employees={EMPLOYEES} announcements={ANNOUNCEMENTS} workers={WORKERS} kills={len(tally.kills)} "
+        f"{label}: employees={EMPLOYEES} announcements={ANNOUNCEMENTS} workers={WORKERS} kills={len(tally.kills)} "
         f"killed_in_flight={tally.killed_in_flight} faults={dict(sorted(faults.items()))} "
         f"accepted={stats['messages_accepted']} retried_rows={retried} ever_unknown={ever_unknown} "
         f"reaped={sum(reaped.values())} self_marked={self_unresolved}+{self_resolved} "
@@ -412,6 +435,7 @@ async def run(
     assert all(faults[kind] > 0 for kind in ("throttle", "pair_rate", "5xx", "timeout")), summary
     assert retried > 0, summary  # throttled and pair-rate-limited sends went back to pending and out again
     assert resolved > 0, summary  # some `unknown` was settled by a status callback carrying the delivery id
+    return stats
 
 
 async def self_marked_rows(db: async_sessionmaker[AsyncSession], tally: Tally) -> list[tuple[Any, ...]]:
