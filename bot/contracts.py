@@ -229,6 +229,9 @@ class Health(msgspec.Struct, kw_only=True):
     status: Literal["ok", "degraded"]
     database: Literal["ok", "unavailable"]
     schema: str | None = None
+    # The dispatcher in the process that answered, if it runs one (`serve` runs one, in one of its processes).
     dispatcher: str | None = None
+    # Every live dispatcher, wherever it runs: the figure to watch.
+    dispatchers_alive: int | None = None
     sender: SenderState | None = None
     detail: str | None = None

@@ -31,6 +31,7 @@ async def health(state: AppState) -> Response[contracts.Health]:
         revision = await current_revision(state.engine)
         async with state.sessionmaker() as session:
             sender = await budget.state(session, phone_number_id=phone)
+            alive = (await session.execute(query("dispatchers_alive"))).scalar_one()
     except (DatabaseUnavailableError, SQLAlchemyError, OSError) as exc:
         log.warning("health: database unavailable: %s", exc)
         body = contracts.Health(status="degraded", database="unavailable", detail=str(exc).splitlines()[0][:200])
@@ -42,6 +43,7 @@ async def health(state: AppState) -> Response[contracts.Health]:
             database="ok",
             schema=revision,
             dispatcher=None if dispatcher is None else dispatcher.describe(),
+            dispatchers_alive=int(alive),
             # A paused or backed-off sender is healthy software that cannot send: 200, with the reason in view.
             sender=contracts.SenderState(
                 phone_number_id=sender.phone_number_id,

@@ -20,6 +20,7 @@ DEFAULT_RETENTION_DAYS = 365
 LEASE_MARGIN = 3.0
 # A dispatcher must be able to miss two heartbeats (a slow transaction, a database blip) before it looks dead.
 MIN_STALE_HEARTBEATS = 3
+MAX_WORKERS = 64
 
 # (variable, default shown in --help, meaning). The single source for `jem-bot --help` and the README.
 ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
@@ -43,6 +44,7 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
         "inbound messages and their payloads older than this are purged",
     ),
     ("WHATSAPP_WABA_ID", "-", "the default sender's WhatsApp Business Account id"),
+    ("JEM_WORKERS", "one per core", "`serve` processes sharing the port"),
     ("JEM_PGBOUNCER", "false", "true when DATABASE_URL is PgBouncer in transaction-pooling mode"),
 )
 
@@ -100,6 +102,13 @@ class Settings:
     retention_days: int = DEFAULT_RETENTION_DAYS
     # DATABASE_URL points at PgBouncer in transaction-pooling mode: no reused prepared statements, no LISTEN.
     pgbouncer: bool = False
+    # `serve` processes sharing the port; None: one per core.
+    workers: int | None = None
+
+    @property
+    def server_processes(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
     # Not in the environment: the defaults are right for production; tests shrink them to run in seconds.
     lease_margin: float = LEASE_MARGIN
     sender_backoff_base: float = 1.0
@@ -161,6 +170,9 @@ class Settings:
         if not api_url.startswith(("http://", "https://")):
             raise ConfigError(f"WHATSAPP_API_URL must be an http(s) URL, got {api_url!r}")
 
+        workers_raw = get("JEM_WORKERS")
+        if workers_raw and (not workers_raw.isdigit() or not 1 <= int(workers_raw) <= MAX_WORKERS):
+            raise ConfigError(f"JEM_WORKERS must be a number of processes from 1 to {MAX_WORKERS}, got {workers_raw!r}")
         pgbouncer_raw = get("JEM_PGBOUNCER").lower() or "false"
         if pgbouncer_raw not in _BOOLEANS:
             raise ConfigError(f"JEM_PGBOUNCER must be true or false, got {get('JEM_PGBOUNCER')!r}")
@@ -183,6 +195,7 @@ class Settings:
             dispatcher_stale_after=stale_after,
             retention_days=int(retention_raw),
             pgbouncer=_BOOLEANS[pgbouncer_raw],
+            workers=int(workers_raw) if workers_raw else None,
         )
 
     def replace(self, **changes: object) -> Settings:

@@ -690,3 +690,7 @@ SELECT 1 FROM api_token WHERE employer_id = :e AND token_hash = :h AND revoked_a
 -- The demo's people are added once; a re-run changes nothing an operator edited.
 INSERT INTO employee (employer_id, phone, name, tags) VALUES (:e, :p, :n, :t)
 ON CONFLICT (employer_id, phone) DO NOTHING;
+
+-- name: dispatchers_alive
+-- Dispatchers (inside `serve` or `jem-bot worker`, on any machine) whose heartbeat has not expired.
+SELECT count(*) FROM worker WHERE stopped_at IS NULL AND expires_at > now();
