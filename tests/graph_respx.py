@@ -13,25 +13,39 @@ from typing import Any
 import httpx
 from respx.mocks import AbstractRequestMocker
 
+from bot.graph.transport import RawResponse
+
 GRAPH_MOCKER = "graph"
 
 
 class GraphTransportMocker(AbstractRequestMocker):
+    """Both ways into the transport: `handle_async_request` (httpx objects) and `send_raw`, the Graph client's
+    hot path, which takes plain values and answers a `RawResponse`."""
+
     name = GRAPH_MOCKER
     targets = ["bot.graph.transport.AiohttpTransport"]  # noqa: RUF012 - respx's class-level contract
-    target_methods = ["handle_async_request"]  # noqa: RUF012
+    target_methods = ["handle_async_request", "send_raw"]  # noqa: RUF012
 
     @classmethod
     def to_httpx_request(cls, **kwargs: Any) -> httpx.Request:
-        request: httpx.Request = kwargs["request"]
-        return request
+        if "request" in kwargs:
+            request: httpx.Request = kwargs["request"]
+            return request
+        return httpx.Request(
+            kwargs["method"],
+            kwargs["url"],
+            headers=list(kwargs["headers"]),
+            content=kwargs["content"],
+            extensions={"timeout": dict(kwargs["timeouts"])},
+        )
 
     @classmethod
-    def from_sync_httpx_response(cls, httpx_response: httpx.Response, target: Any, **kwargs: Any) -> httpx.Response:
-        return httpx_response
+    def from_sync_httpx_response(cls, httpx_response: httpx.Response, target: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("the Graph transport is async only")
 
     @classmethod
-    async def from_async_httpx_response(
-        cls, httpx_response: httpx.Response, target: Any, **kwargs: Any
-    ) -> httpx.Response:
-        return httpx_response
+    async def from_async_httpx_response(cls, httpx_response: httpx.Response, target: Any, **kwargs: Any) -> Any:
+        if "request" in kwargs:
+            return httpx_response
+        body = await httpx_response.aread()
+        return RawResponse(httpx_response.status_code, list(httpx_response.headers.raw), body)

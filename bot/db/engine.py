@@ -26,7 +26,11 @@ def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedServer | None
     return server.url, server
 
 
-def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 20, pgbouncer: bool = False) -> AsyncEngine:
+def make_engine(
+    url: str, *, pool_size: int = 20, max_overflow: int = 20, pgbouncer: bool = False, pre_ping: bool = True
+) -> AsyncEngine:
+    """``pre_ping`` costs a round trip per checkout; a caller that retries every statement anyway (the dispatcher)
+    does without it, and a connection a restart killed is then replaced on the failed attempt."""
     connect_args: dict[str, Any] = {
         "timeout": 5,
         "command_timeout": 60,
@@ -38,7 +42,7 @@ def make_engine(url: str, *, pool_size: int = 20, max_overflow: int = 20, pgboun
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         # A request must fail fast when PostgreSQL is gone (health answers 503), not hang.
         pool_timeout=10,
         connect_args=connect_args,

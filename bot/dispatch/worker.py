@@ -44,7 +44,8 @@ async def open_dispatcher(
     from bot.graph.client import GraphClient, make_http_client
 
     concurrency = concurrency or settings.dispatcher_concurrency
-    engine = make_engine(url, pool_size=5, max_overflow=10, pgbouncer=settings.pgbouncer)
+    # No pre-ping: every dispatcher statement is retried on failure, so a dead pooled connection costs one retry.
+    engine = make_engine(url, pool_size=5, max_overflow=10, pgbouncer=settings.pgbouncer, pre_ping=False)
     # One connection per send in flight: fewer would queue sends behind each other in the pool.
     http = make_http_client(settings, max_in_flight=concurrency)
     graph = GraphClient.for_settings(http, settings, metrics=metrics)

@@ -12,7 +12,7 @@ import msgspec
 
 from bot.graph.errors import AmbiguousError, classify_error_envelope, map_transport_errors, parse_retry_after
 from bot.graph.messages import template_message, text_message
-from bot.graph.transport import KEEPALIVE_SECONDS, make_fast_transport
+from bot.graph.transport import KEEPALIVE_SECONDS, AiohttpTransport, make_fast_transport
 from bot.metrics import Metrics
 from bot.settings import Settings, Template
 
@@ -55,6 +55,7 @@ class GraphClient:
         # Parsed once: httpx re-parses a str URL on every request, a measurable cost at 1,000 msg/s.
         self._parsed_url = httpx.URL(self._url)
         self._headers = httpx.Headers({**_JSON_HEADERS, "Authorization": f"Bearer {access_token}"})
+        self._header_items = self._headers.multi_items()
         self._template = template
         self._metrics = metrics
         self._encoder = msgspec.json.Encoder()
@@ -111,22 +112,28 @@ class GraphClient:
         try:
             with map_transport_errors():
                 async with asyncio.timeout(self._deadline):
-                    response = await self._http.post(self._parsed_url, content=content, headers=self._headers)
+                    if isinstance(self._http, GraphHttpClient):
+                        status, payload, retry_after = await self._http.post_direct(
+                            self._parsed_url, self._header_items, content
+                        )
+                    else:  # a plain client (tests may pass one): the full httpx path
+                        response = await self._http.post(self._parsed_url, content=content, headers=self._headers)
+                        status, payload = response.status_code, response.content
+                        retry_after = response.headers.get("retry-after")
         except TimeoutError:
             raise AmbiguousError(f"no complete answer within {self._deadline:g} s") from None
         finally:
             if self._metrics is not None:
                 self._metrics.graph_latency.observe(time.perf_counter() - started)
-        return parse_send_response(response)
+        return parse_send_response(status, payload, retry_after)
 
 
-def parse_send_response(response: httpx.Response) -> SendResult:
+def parse_send_response(status: int, content: bytes, retry_after: str | None = None) -> SendResult:
     """A SendResult from a 2xx carrying ``messages[0].id``; the classified GraphError otherwise."""
     try:
-        payload: Any = msgspec.json.decode(response.content) if response.content else None
+        payload: Any = msgspec.json.decode(content) if content else None
     except msgspec.DecodeError:
         payload = None
-    status = response.status_code
     if 200 <= status < 300:
         wamid, wa_id, message_status = _accepted(payload)
         if wamid is None:
@@ -134,7 +141,7 @@ def parse_send_response(response: httpx.Response) -> SendResult:
             raise AmbiguousError(f"HTTP {status} without messages[0].id", http_status=status)
         return SendResult(wamid=wamid, wa_id=wa_id, message_status=message_status)
     envelope = payload if isinstance(payload, dict) else None
-    raise classify_error_envelope(status, envelope, retry_after=parse_retry_after(response.headers.get("retry-after")))
+    raise classify_error_envelope(status, envelope, retry_after=parse_retry_after(retry_after))
 
 
 def _accepted(payload: Any) -> tuple[str | None, str | None, str | None]:
@@ -184,11 +191,29 @@ class _NoCookies(httpx.Cookies):
 
 
 class GraphHttpClient(httpx.AsyncClient):
-    """An ``httpx.AsyncClient`` that does not keep cookies (see `_NoCookies`); otherwise unchanged."""
+    """An ``httpx.AsyncClient`` that does not keep cookies (see `_NoCookies`), with a direct way to send."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._cookies = _NoCookies()
+        self._timeouts = self.timeout.as_dict()
+
+    async def post_direct(
+        self, url: httpx.URL, headers: list[tuple[str, str]], content: bytes
+    ) -> tuple[int, bytes, str | None]:
+        """POST past `AsyncClient.send`'s auth, redirect, cookie and event-hook machinery, none of which a Graph
+        send uses (~14% of a dispatcher's CPU per message at 1,000 msg/s), and, on the production transport,
+        without httpx's Request/Response objects either (~13% more). The client's timeouts still apply, and a
+        transport mocked through `_transport_for_url` (respx) still sees an httpx request. Returns (status,
+        body, Retry-After)."""
+        transport = self._transport_for_url(url)
+        if isinstance(transport, AiohttpTransport):
+            raw = await transport.send_raw("POST", str(url), headers, content, self._timeouts)
+            return raw.status, raw.body, raw.header("retry-after")
+        request = httpx.Request("POST", url, headers=headers, content=content, extensions={"timeout": self._timeouts})
+        response = await transport.handle_async_request(request)
+        body = await response.aread()
+        return response.status_code, body, response.headers.get("retry-after")
 
 
 def http_limits(max_in_flight: int) -> httpx.Limits:

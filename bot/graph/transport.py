@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import aiohttp
 import httpx
@@ -54,6 +55,23 @@ def _map_aiohttp_errors() -> Iterator[None]:
         raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class RawResponse:
+    """What `AiohttpTransport.send_raw` answers: just what the Graph client reads."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    reason: str | None = None
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower().encode("latin-1")
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return None
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An httpx transport backed by one ``aiohttp.ClientSession`` (created lazily inside the event loop).
 
@@ -72,6 +90,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._limits = limits
         self._ssl = verify
         self._session: aiohttp.ClientSession | None = None
+        # One ClientTimeout per distinct set of httpx timeouts (in practice one), not one per request.
+        self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -94,34 +114,59 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeouts = request.extensions.get("timeout", {})
-        connect = timeouts.get("connect")
-        pool = timeouts.get("pool")
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=None if pool is None or connect is None else pool + connect,
-            sock_connect=connect,
-            sock_read=timeouts.get("read"),
-        )
         content = await request.aread()
+        raw = await self.send_raw(
+            request.method,
+            str(request.url),
+            request.headers.multi_items(),
+            content,
+            request.extensions.get("timeout", {}),
+            decompress=False,  # httpx's Response decodes the body by its Content-Encoding
+        )
+        extensions: dict[str, object] = {"http_version": b"HTTP/1.1"}
+        if raw.reason:
+            extensions["reason_phrase"] = raw.reason.encode("latin-1", "replace")
+        return httpx.Response(raw.status, headers=raw.headers, content=raw.body, request=request, extensions=extensions)
+
+    async def send_raw(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        content: bytes,
+        timeouts: Mapping[str, float | None],
+        decompress: bool = True,
+    ) -> RawResponse:
+        """One request without httpx's Request/Response objects: the Graph client's hot path (building and
+        reading those cost ~13% of a dispatcher's CPU per message at 1,000 msg/s). ``timeouts`` are httpx's
+        (``connect``, ``pool``, ``read``)."""
         session = self._get_session()
         with _map_aiohttp_errors():
             async with session.request(
-                request.method,
-                str(request.url),
-                headers=request.headers.multi_items(),
+                method,
+                url,
+                headers=headers,
                 data=content or None,
                 allow_redirects=False,
-                timeout=timeout,
+                timeout=self._client_timeout(timeouts),
+                auto_decompress=decompress,
             ) as response:
                 body = await response.read()
-                status = response.status
-                raw_headers = list(response.raw_headers)
-                reason = response.reason
-        extensions: dict[str, object] = {"http_version": b"HTTP/1.1"}
-        if reason:
-            extensions["reason_phrase"] = reason.encode("latin-1", "replace")
-        return httpx.Response(status, headers=raw_headers, content=body, request=request, extensions=extensions)
+                return RawResponse(response.status, list(response.raw_headers), body, response.reason)
+
+    def _client_timeout(self, timeouts: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
+        key = (timeouts.get("connect"), timeouts.get("pool"), timeouts.get("read"))
+        cached = self._timeouts.get(key)
+        if cached is None:
+            connect, pool, read = key
+            cached = aiohttp.ClientTimeout(
+                total=None,
+                connect=None if pool is None or connect is None else pool + connect,
+                sock_connect=connect,
+                sock_read=read,
+            )
+            self._timeouts[key] = cached
+        return cached
 
     async def aclose(self) -> None:
         if self._session is not None:
