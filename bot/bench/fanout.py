@@ -227,12 +227,16 @@ async def _bench(url: str, simulator: SimulatorProcess, args: argparse.Namespace
                 timed_out = not await _wait_for_completion(conn, workers, announcement_id, args.max_seconds)
                 simulator_cpu = simulator.cpu_seconds() - simulator_cpu
                 stats = {**simulator.stats(), "cpu_s": simulator_cpu}
-                # Read now: the first-send phase below must not count towards the CPU per message of the run.
+                # Read now: the idle time between the last send and the stop is not the run's.
                 worker_cpu_at_end = workers.cpu_seconds()
-                first_sends = (
-                    [] if timed_out else await _first_sends(engine, conn, workers, employer_id, args.first_sends)
-                )
                 reports = workers.stop()
+            first_sends: list[float] = []
+            if args.first_sends > 0 and not timed_out:
+                # A dispatcher of its own, so that none of this phase counts in the run's figures.
+                with WorkerProcesses(1, config) as probe:
+                    await _wait_for_heartbeats(conn, probe, 1)
+                    first_sends = await _first_sends(engine, conn, probe, employer_id, args.first_sends)
+                    probe.stop()
             result = await _result(conn, announcement_id, args, reports, stats, timed_out, worker_cpu_at_end)
             return dataclasses.replace(
                 result,
@@ -255,8 +259,6 @@ async def _first_sends(
     from bot.contracts import AnnouncementIn, Audience
     from bot.db.engine import make_sessionmaker
 
-    if samples <= 0:
-        return []
     async with conn.begin():
         ids = list(
             (

@@ -41,7 +41,7 @@ async def test_a_small_run_sends_everyone_once_and_drops_its_database(admin_url:
     before = await bench_databases(admin_url)
     run = jem_bot(
         admin_url, tmp_path, "bench", "fanout", "--employees", "300", "--rate", "500", "--latency-ms", "5",
-        "--workers", "2", "--concurrency", "20", "--json",
+        "--workers", "2", "--concurrency", "20", "--first-sends", "5", "--json",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
@@ -55,6 +55,9 @@ async def test_a_small_run_sends_everyone_once_and_drops_its_database(admin_url:
     assert 0 < report["send_p50_ms"] <= report["send_p99_ms"]
     assert report["sustained_msg_per_s"] > 0
     assert report["total_seconds"] > 0
+    # Five announcements due now were each timed from their commit to their claim.
+    assert report["first_send_samples"] == 5
+    assert 0 < report["first_send_p50_ms"] <= report["first_send_p99_ms"]
     assert await bench_databases(admin_url) == before
 
 
