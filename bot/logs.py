@@ -19,6 +19,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], .
     # E.164 phones (with or without +): keep the country prefix and last 4 digits.
     (re.compile(r"(?<![\w.])(\+?\d{2})\d{4,9}(\d{4})(?!\d)"), r"\1•••\2"),
     (re.compile(r"wamid\.[A-Za-z0-9_=\-+/]+"), "wamid.…"),
+    # Business-scoped user ids (`ZA.1502576394655843`, `US.ENT.118…`) identify a person as a number does.
+    (re.compile(r"(?<![\w.])([A-Z]{2})\.(?:ENT\.)?[A-Za-z0-9]{4,128}(?![\w])"), r"\1.…"),
     (re.compile(r"jem_[A-Za-z0-9_\-]{8,}"), "jem_…"),
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]+"), r"\1…"),
     # Graph access tokens passed as a query parameter (never by us, but by a pasted URL in an error).

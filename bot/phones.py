@@ -1,4 +1,5 @@
-"""Phone numbers: E.164 normalisation for storage, masking for anything a human or a log sees."""
+"""Who an employee is on WhatsApp: E.164 phone numbers (normalised for storage, masked for anything a human or
+a log sees) and business-scoped user ids (BSUIDs, docs/whatsapp.md#business-scoped-user-ids)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ _SEPARATORS = re.compile(r"[\s\-().]")
 _TRUNK = re.compile(r"\(\s*0\s*\)")
 # ASCII digits only: Python's \d also matches other scripts' digits, which WhatsApp would not accept.
 _E164 = re.compile(r"\+[1-9][0-9]{7,14}")
+
+
+# A BSUID: the user's two-letter country code, a dot, an optional `ENT.` (a parent id), then Meta's id.
+_USER_ID = re.compile(r"[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,128}")
 
 
 class InvalidPhoneError(ValueError):
@@ -44,3 +49,11 @@ def mask_phone(phone: str) -> str:
 def mask_id(value: str) -> str:
     """Mask a wamid or token for logs: keep a short tail to correlate lines."""
     return "…" + value[-6:] if len(value) > 6 else "…"
+
+
+def user_id(value: str | None) -> str | None:
+    """A business-scoped user id as Meta sends it, or None for anything else (absent, empty, malformed)."""
+    if value is None:
+        return None
+    value = value.strip()
+    return value if _USER_ID.fullmatch(value) else None

@@ -613,8 +613,12 @@ class _TimedGraph:
             self._graph.send_announcement, to=to, text=text, callback_data=callback_data, ack_payload=ack_payload
         )
 
-    async def send_text(self, *, to: str, text: str, callback_data: str) -> SendResult:
-        return await self._timed(self._graph.send_text, to=to, text=text, callback_data=callback_data)
+    async def send_text(
+        self, *, to: str, text: str, callback_data: str, recipient_user_id: str | None = None
+    ) -> SendResult:
+        return await self._timed(
+            self._graph.send_text, to=to, text=text, callback_data=callback_data, recipient_user_id=recipient_user_id
+        )
 
     async def _timed(self, send: Any, **kwargs: str | None) -> SendResult:
         if self.cpu_first is None:

@@ -21,6 +21,7 @@ RATES = (
     ("--fault-undeliverable", 0.0, "share of sends accepted, then a `failed` status 131026"),
     ("--fault-5xx", 0.0, "share of sends answered HTTP 500 (not accepted)"),
     ("--fault-timeout", 0.0, "share of sends accepted whose answer is held past the client's timeout"),
+    ("--username-rate", 0.0, "share of recipients with a username: no `from`/`wa_id`, only their BSUID"),
 )
 
 

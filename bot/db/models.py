@@ -148,6 +148,8 @@ class Delivery(Base):
     kind: Mapped[str] = mapped_column(Text, server_default="announcement")
     body: Mapped[str | None] = mapped_column(Text)
     reply_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    # A reply to someone who wrote without their number goes to their business-scoped user id (BSUID).
+    recipient_user_id: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text, server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     next_attempt_at: Mapped[datetime] = _created()
@@ -213,7 +215,9 @@ class InboundMessage(Base):
     wamid: Mapped[str] = mapped_column(Text, unique=True)
     employer_id: Mapped[int | None] = mapped_column(ForeignKey("employer.id", ondelete="CASCADE"))
     employee_id: Mapped[int | None] = mapped_column(ForeignKey("employee.id", ondelete="SET NULL"))
-    from_phone: Mapped[str] = mapped_column(Text)
+    # A user with a WhatsApp username may write without their number: then only their BSUID is known.
+    from_phone: Mapped[str | None] = mapped_column(Text)
+    from_user_id: Mapped[str | None] = mapped_column(Text)
     type: Mapped[str] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
     context_wamid: Mapped[str | None] = mapped_column(Text)
@@ -286,3 +290,43 @@ class ServerSecret(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = _created()
+
+
+class EmployeeUserId(Base):
+    """Business-scoped user ids (BSUIDs) learned for an employee, per sending number, with their history.
+
+    A row is only ever written on proof (docs/whatsapp.md#business-scoped-user-ids): a status of our own send
+    to that employee naming it, a send answer naming it, or a message carrying both the employee's number and
+    it. A changed number or user id supersedes the old row instead of deleting it.
+    """
+
+    __tablename__ = "employee_user_id"
+    __table_args__ = (
+        UniqueConstraint("employee_id", "phone_number_id", "user_id", name="uq_employee_user_id_employee_number_user"),
+        Index("ix_employee_user_id_current", "user_id", postgresql_where=text("superseded_at IS NULL")),
+        CheckConstraint(_in("learned_from", ("status", "send", "message", "system")), name="learned_from"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    employee_id: Mapped[int] = mapped_column(ForeignKey("employee.id", ondelete="CASCADE"), index=True)
+    # The number it was learned through: a BSUID is scoped to the business behind the number.
+    phone_number_id: Mapped[str] = mapped_column(Text)
+    user_id: Mapped[str] = mapped_column(Text)
+    parent_user_id: Mapped[str | None] = mapped_column(Text)
+    learned_from: Mapped[str] = mapped_column(Text)
+    learned_at: Mapped[datetime] = _created()
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IdentityChange(Base):
+    """What Meta's system messages said about an employee: a changed number or user id (kept for history)."""
+
+    __tablename__ = "identity_change"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    employee_id: Mapped[int] = mapped_column(ForeignKey("employee.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(Text)
+    old_value: Mapped[str | None] = mapped_column(Text)
+    new_value: Mapped[str | None] = mapped_column(Text)
+    wamid: Mapped[str | None] = mapped_column(Text)
+    changed_at: Mapped[datetime] = _created()

@@ -158,36 +158,47 @@ claimed AS (
     updated_at = now()
   FROM checked c
   WHERE d.id = c.id
-  RETURNING d.id, d.kind, d.status, d.announcement_id, d.employee_id, d.body, d.attempts, d.claims
+  RETURNING d.id, d.kind, d.status, d.announcement_id, d.employee_id, d.body, d.attempts, d.claims,
+            d.recipient_user_id
 )
-SELECT c.id, c.kind, c.status, c.announcement_id, c.attempts, c.claims, e.phone,
+SELECT c.id, c.kind, c.status, c.announcement_id, c.attempts, c.claims, e.phone, c.recipient_user_id,
        COALESCE(a.message, c.body) AS text
 FROM claimed c
 JOIN employee e ON e.id = c.employee_id
 LEFT JOIN announcement a ON a.id = c.announcement_id;
 
 -- name: record_sent
--- Meta accepted these sends: (delivery id, wamid) each. A wamid is proof, so it moves the row to `sent` from
--- wherever it waits: still `sending`, reaped to `unknown` because this write came after the lease, queued again
--- by resend-unknown, even being sent again by a newer claim or skipped at that claim (the employee got this
--- message before opting out). The outcome writes of any other claim of the row are then no-ops: they only
--- touch a row without a wamid. A row Meta's statuses moved further keeps its status and gains the wamid.
+-- Meta accepted these sends: (delivery id, wamid, the recipient's business-scoped user id when the answer named
+-- it) each. A wamid is proof, so it moves the row to `sent` from wherever it waits: still `sending`, reaped to
+-- `unknown` because this write came after the lease, queued again by resend-unknown, even being sent again by a
+-- newer claim or skipped at that claim (the employee got this message before opting out). The outcome writes of
+-- any other claim of the row are then no-ops: they only touch a row without a wamid. A row Meta's statuses moved
+-- further keeps its status and gains the wamid. A user id in the answer to our send to an employee is theirs.
 WITH v AS (
-  SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:wamids AS text[])) AS v(id, wamid)
+  SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:wamids AS text[]), CAST(:user_ids AS text[]))
+    AS v(id, wamid, user_id)
 ),
 locked AS (
   SELECT d.id FROM delivery d JOIN v ON v.id = d.id ORDER BY d.id FOR UPDATE OF d
+),
+sent AS (
+  UPDATE delivery d SET
+    status = CASE WHEN delivery_rank(d.status) = 0 THEN 'sent' ELSE d.status END,
+    wamid = COALESCE(d.wamid, v.wamid),
+    sent_at = CASE WHEN delivery_rank(d.status) = 0 THEN COALESCE(d.sent_at, now()) ELSE d.sent_at END,
+    error_code = CASE WHEN delivery_rank(d.status) = 0 THEN NULL ELSE d.error_code END,
+    error_title = CASE WHEN delivery_rank(d.status) = 0 THEN NULL ELSE d.error_title END,
+    lease_until = NULL,
+    updated_at = now()
+  FROM v JOIN locked l ON l.id = v.id
+  WHERE d.id = v.id
+  RETURNING d.id, d.employee_id
 )
-UPDATE delivery d SET
-  status = CASE WHEN delivery_rank(d.status) = 0 THEN 'sent' ELSE d.status END,
-  wamid = COALESCE(d.wamid, v.wamid),
-  sent_at = CASE WHEN delivery_rank(d.status) = 0 THEN COALESCE(d.sent_at, now()) ELSE d.sent_at END,
-  error_code = CASE WHEN delivery_rank(d.status) = 0 THEN NULL ELSE d.error_code END,
-  error_title = CASE WHEN delivery_rank(d.status) = 0 THEN NULL ELSE d.error_title END,
-  lease_until = NULL,
-  updated_at = now()
-FROM v JOIN locked l ON l.id = v.id
-WHERE d.id = v.id;
+INSERT INTO employee_user_id (employee_id, phone_number_id, user_id, learned_from)
+SELECT DISTINCT s.employee_id, :pnid, v.user_id, 'send'
+FROM sent s JOIN v ON v.id = s.id
+WHERE v.user_id IS NOT NULL
+ON CONFLICT (employee_id, phone_number_id, user_id) DO NOTHING;
 
 -- name: record_retry
 -- Provably not accepted: back to `pending`, due after :delay seconds, keeping why. :spent says whether this
@@ -311,8 +322,9 @@ VALUES (:e, :id, :t, :n) RETURNING requested_at;
 WITH ev AS (
   SELECT * FROM unnest(CAST(:keys AS text[]), CAST(:payloads AS text[]), CAST(:wamids AS text[]),
                        CAST(:statuses AS text[]), CAST(:ts AS timestamptz[]), CAST(:tids AS bigint[]),
-                       CAST(:codes AS int[]), CAST(:titles AS text[]))
-    AS ev(key, payload, wamid, status, ts, tid, code, title)
+                       CAST(:codes AS int[]), CAST(:titles AS text[]), CAST(:user_ids AS text[]),
+                       CAST(:pnids AS text[]))
+    AS ev(key, payload, wamid, status, ts, tid, code, title, user_id, pnid)
 ),
 new AS (
   INSERT INTO webhook_event (key, kind, payload)
@@ -365,11 +377,23 @@ applied AS (
     updated_at = now()
   FROM folded f JOIN locked l ON l.id = f.id
   WHERE d.id = f.id
-  RETURNING d.id
+  RETURNING d.id, d.employee_id
+),
+-- A status of our own send naming the recipient's business-scoped user id is proof that this id is that
+-- employee's (docs/whatsapp.md#business-scoped-user-ids). Read from `applied`, so these rows are written after
+-- the deliveries are locked, in the same order by every body.
+learned AS (
+  INSERT INTO employee_user_id (employee_id, phone_number_id, user_id, learned_from)
+  SELECT DISTINCT a.employee_id, m.pnid, m.user_id, 'status'
+  FROM applied a JOIN matched m ON m.id = a.id
+  WHERE m.user_id IS NOT NULL AND m.pnid IS NOT NULL
+  ON CONFLICT (employee_id, phone_number_id, user_id) DO NOTHING
+  RETURNING id
 )
 SELECT (SELECT array_agg(key) FROM new) AS new_keys,
        (SELECT count(*) FROM fresh) AS fresh,
-       (SELECT count(*) FROM applied) AS applied;
+       (SELECT count(*) FROM applied) AS applied,
+       (SELECT count(*) FROM learned) AS learned;
 
 -- name: acknowledge
 -- The employee answered (a tap, or a reply quoting the announcement): counted once. A reply proves the
@@ -386,8 +410,9 @@ RETURNING id;
 
 -- name: queue_reply
 -- A bot reply (STOP/START/HELP answer) is a delivery too; reply_key makes a redelivered webhook a no-op.
-INSERT INTO delivery (employer_id, employee_id, kind, body, reply_key, status)
-VALUES (:employer_id, :employee_id, 'reply', :body, :reply_key, 'pending')
+-- :recipient_user_id is set when the person wrote without their number: the reply goes to their user id.
+INSERT INTO delivery (employer_id, employee_id, kind, body, reply_key, status, recipient_user_id)
+VALUES (:employer_id, :employee_id, 'reply', :body, :reply_key, 'pending', :recipient_user_id)
 ON CONFLICT (reply_key) DO NOTHING
 RETURNING id;
 
@@ -605,25 +630,28 @@ WHERE employer_id = :employer_id AND key = :key AND state = 'running' AND locked
 -- name: inbound_insert
 -- The message, stored once by its wamid, with the delivery it answers: the announcement whose wamid is its
 -- `context.id`, else the one its quick-reply payload names (`ack:<id>`), which only counts when that delivery
--- went to this very phone. The employee is the one of that delivery's employer, else the most recently
--- messaged employee with this phone.
-INSERT INTO inbound_message (wamid, employer_id, employee_id, from_phone, type, text, context_wamid,
+-- went to this very person. The sender is known by number, by business-scoped user id (:uid; someone with a
+-- WhatsApp username may send only that), or both; the employee is the one of that delivery's employer, else
+-- the most recently messaged employee who is that person.
+INSERT INTO inbound_message (wamid, employer_id, employee_id, from_phone, from_user_id, type, text, context_wamid,
                              announcement_id, delivery_id, payload)
-SELECT :wamid, e.employer_id, e.id, :phone, :type, :text, :ctx, d.announcement_id, d.id, CAST(:p AS jsonb)
-FROM (SELECT 1) one
+SELECT :wamid, e.employer_id, e.id, :phone, :uid, :type, :text, :ctx, d.announcement_id, d.id, CAST(:p AS jsonb)
+FROM (SELECT ARRAY(
+        SELECT emp.id FROM employee emp WHERE emp.phone = CAST(:phone AS text)
+        UNION
+        SELECT u.employee_id FROM employee_user_id u WHERE u.user_id = CAST(:uid AS text) AND u.superseded_at IS NULL
+      ) AS ids) who
 LEFT JOIN LATERAL (
     SELECT x.id, x.announcement_id, x.employer_id FROM delivery x
     WHERE x.kind = 'announcement'
-      AND (x.wamid = CAST(:ctx AS text)
-           OR (x.id = CAST(:ack AS bigint)
-               AND x.employee_id IN (SELECT emp.id FROM employee emp WHERE emp.phone = :phone)))
+      AND (x.wamid = CAST(:ctx AS text) OR (x.id = CAST(:ack AS bigint) AND x.employee_id = ANY(who.ids)))
     ORDER BY x.wamid = CAST(:ctx AS text) DESC NULLS LAST
     LIMIT 1
 ) d ON true
 LEFT JOIN LATERAL (
     SELECT emp.id, emp.employer_id FROM employee emp
     LEFT JOIN LATERAL (SELECT max(created_at) AS last FROM delivery x WHERE x.employee_id = emp.id) l ON true
-    WHERE emp.phone = :phone
+    WHERE emp.id = ANY(who.ids)
     ORDER BY (emp.employer_id = d.employer_id) DESC NULLS LAST, l.last DESC NULLS LAST, emp.id DESC
     LIMIT 1
 ) e ON true
@@ -631,11 +659,55 @@ ON CONFLICT (wamid) DO NOTHING
 RETURNING employer_id, employee_id, delivery_id;
 
 -- name: employee_opt_out
--- STOP: the phone opts out at every employer (the number is shared by all of them).
-UPDATE employee SET opted_out_at = now(), updated_at = now() WHERE phone = :p AND opted_out_at IS NULL;
+-- STOP: the person opts out at every employer (the number is shared by all of them): every employee with this
+-- number, and every employee this business-scoped user id is known for.
+UPDATE employee SET opted_out_at = now(), updated_at = now()
+WHERE opted_out_at IS NULL
+  AND (phone = CAST(:p AS text)
+       OR id IN (SELECT employee_id FROM employee_user_id WHERE user_id = CAST(:uid AS text) AND superseded_at IS NULL));
 
 -- name: employee_opt_in
-UPDATE employee SET opted_out_at = NULL, updated_at = now() WHERE phone = :p;
+UPDATE employee SET opted_out_at = NULL, updated_at = now()
+WHERE phone = CAST(:p AS text)
+   OR id IN (SELECT employee_id FROM employee_user_id WHERE user_id = CAST(:uid AS text) AND superseded_at IS NULL);
+
+-- name: user_id_from_message
+-- A message naming both the sender's number and their business-scoped user id proves the user id is theirs.
+INSERT INTO employee_user_id (employee_id, phone_number_id, user_id, learned_from)
+SELECT id, COALESCE(CAST(:pnid AS text), ''), :uid, 'message' FROM employee WHERE phone = :phone
+ON CONFLICT (employee_id, phone_number_id, user_id) DO NOTHING;
+
+-- name: employees_of_sender
+-- Every employee a message's sender is: by number, and by a current business-scoped user id.
+SELECT id FROM employee WHERE phone = CAST(:phone AS text)
+UNION
+SELECT employee_id FROM employee_user_id WHERE user_id = CAST(:uid AS text) AND superseded_at IS NULL
+ORDER BY 1;
+
+-- name: user_id_replace
+-- Meta announced a new business-scoped user id for these employees (a changed number or user id): the current
+-- ones are kept as history, the new one is current. ON CONFLICT: it was known before, and is current again.
+WITH old AS (
+  UPDATE employee_user_id SET superseded_at = now()
+  WHERE employee_id = ANY(CAST(:ids AS bigint[])) AND superseded_at IS NULL AND user_id <> :uid
+  RETURNING id
+)
+INSERT INTO employee_user_id (employee_id, phone_number_id, user_id, parent_user_id, learned_from)
+SELECT i, COALESCE(CAST(:pnid AS text), ''), :uid, :parent, 'system' FROM unnest(CAST(:ids AS bigint[])) AS i
+ON CONFLICT (employee_id, phone_number_id, user_id) DO UPDATE SET superseded_at = NULL
+RETURNING employee_id;
+
+-- name: employee_change_phone
+-- Meta announced the person's new number. An employer where another employee already has it keeps the old one
+-- (the operator sorts that out); the opt-out, tags and history stay with the employee.
+UPDATE employee e SET phone = :new, updated_at = now()
+WHERE e.id = ANY(CAST(:ids AS bigint[])) AND e.phone <> :new
+  AND NOT EXISTS (SELECT 1 FROM employee o WHERE o.employer_id = e.employer_id AND o.phone = :new)
+RETURNING e.id;
+
+-- name: identity_change_record
+INSERT INTO identity_change (employee_id, kind, old_value, new_value, wamid)
+SELECT i, :kind, :old, :new, :wamid FROM unnest(CAST(:ids AS bigint[])) AS i;
 
 -- name: inbox_page
 SELECT m.id, m.employee_id, e.name AS employee_name, m.type, m.text, m.announcement_id, m.received_at

@@ -77,7 +77,7 @@ class _SentWriter:
 
     def __init__(
         self,
-        write: Callable[[list[tuple[int, str]]], Awaitable[None]],
+        write: Callable[[list[tuple[int, str, str | None]]], Awaitable[None]],
         durably: Callable[[str, Callable[[], Awaitable[object]]], Awaitable[None]],
         *,
         delay: float,
@@ -87,12 +87,12 @@ class _SentWriter:
         self._durably = durably
         self._delay = delay
         self._limit = limit
-        self._batch: list[tuple[int, str, asyncio.Future[None]]] = []
+        self._batch: list[tuple[int, str, str | None, asyncio.Future[None]]] = []
         self.writes = 0
 
-    async def record(self, delivery_id: int, wamid: str) -> None:
+    async def record(self, delivery_id: int, wamid: str, user_id: str | None = None) -> None:
         done = asyncio.get_running_loop().create_future()
-        self._batch.append((delivery_id, wamid, done))
+        self._batch.append((delivery_id, wamid, user_id, done))
         if len(self._batch) >= self._limit:
             await self._flush()
         elif len(self._batch) == 1:
@@ -104,7 +104,7 @@ class _SentWriter:
         batch, self._batch = self._batch, []
         if not batch:
             return
-        rows = [(i, w) for i, w, _ in batch]
+        rows = [(i, w, u) for i, w, u, _ in batch]
         try:
             await self._durably(f"{len(rows)} accepted send(s)", lambda: self._write(rows))
             error: BaseException | None = None
@@ -393,7 +393,7 @@ class Dispatcher:
             await asyncio.sleep(delay)
             delay = min(delay * 2, WRITE_RETRY_CAP)
 
-    async def _write_sent(self, rows: list[tuple[int, str]]) -> None:
+    async def _write_sent(self, rows: list[tuple[int, str, str | None]]) -> None:
         await outcome.record_sent_many(self._sm, sent=rows, phone_number_id=self._phone)
 
     async def _send(self, row: claim.Claimed, tracker: Tracker) -> None:
@@ -406,7 +406,12 @@ class Dispatcher:
         res: SendResult
         try:
             if row.kind == "reply":
-                res = await self._graph.send_text(to=row.phone, text=row.text, callback_data=tracker.make(row.id))
+                res = await self._graph.send_text(
+                    to=row.phone,
+                    text=row.text,
+                    callback_data=tracker.make(row.id),
+                    recipient_user_id=row.recipient_user_id,
+                )
             else:
                 res = await self._graph.send_announcement(
                     to=row.phone, text=row.text, callback_data=tracker.make(row.id), ack_payload=f"ack:{row.id}"
@@ -450,7 +455,7 @@ class Dispatcher:
             await self._durably(what, partial(outcome.record_unknown, sm, id=row.id, claim=row.claim, title=title))
             self._count("unknown")
             return
-        await self._writer.record(row.id, res.wamid)
+        await self._writer.record(row.id, res.wamid, res.user_id)
         self._sent += 1
         self._count("sent")
 

@@ -14,6 +14,7 @@ from bot.graph.errors import AmbiguousError, classify_error_envelope, map_transp
 from bot.graph.messages import template_message, text_message
 from bot.graph.transport import KEEPALIVE_SECONDS, AiohttpTransport, make_fast_transport
 from bot.metrics import Metrics
+from bot.phones import user_id as valid_user_id
 from bot.settings import Settings, Template
 
 __all__ = ["GraphClient", "SendResult", "http_limits", "make_http_client", "parse_send_response"]
@@ -29,6 +30,8 @@ class SendResult:
     wa_id: str | None
     # Present only when the template is being paced: "accepted", "held_for_quality_assessment", "paused".
     message_status: str | None
+    # The recipient's business-scoped user id, when Meta names it in the answer.
+    user_id: str | None = None
 
 
 class GraphClient:
@@ -102,9 +105,13 @@ class GraphClient:
             body = text_message(to=to, text=text, callback_data=callback_data)
         return await self._post(body)
 
-    async def send_text(self, *, to: str, text: str, callback_data: str) -> SendResult:
-        """Send a free-form text (bot replies, inside the 24 h customer-service window)."""
-        return await self._post(text_message(to=to, text=text, callback_data=callback_data))
+    async def send_text(
+        self, *, to: str, text: str, callback_data: str, recipient_user_id: str | None = None
+    ) -> SendResult:
+        """Send a free-form text (bot replies, inside the 24 h customer-service window); to the business-scoped
+        user id instead of the number when one is given (someone who wrote without their number)."""
+        body = text_message(to=to, text=text, callback_data=callback_data, recipient_user_id=recipient_user_id)
+        return await self._post(body)
 
     async def _post(self, body: dict[str, Any]) -> SendResult:
         content = self._encoder.encode(body)
@@ -135,18 +142,18 @@ def parse_send_response(status: int, content: bytes, retry_after: str | None = N
     except msgspec.DecodeError:
         payload = None
     if 200 <= status < 300:
-        wamid, wa_id, message_status = _accepted(payload)
+        wamid, wa_id, message_status, user_id = _accepted(payload)
         if wamid is None:
             # The send may well have been accepted; we just cannot see the id.
             raise AmbiguousError(f"HTTP {status} without messages[0].id", http_status=status)
-        return SendResult(wamid=wamid, wa_id=wa_id, message_status=message_status)
+        return SendResult(wamid=wamid, wa_id=wa_id, message_status=message_status, user_id=user_id)
     envelope = payload if isinstance(payload, dict) else None
     raise classify_error_envelope(status, envelope, retry_after=parse_retry_after(retry_after))
 
 
-def _accepted(payload: Any) -> tuple[str | None, str | None, str | None]:
+def _accepted(payload: Any) -> tuple[str | None, str | None, str | None, str | None]:
     if not isinstance(payload, dict):
-        return None, None, None
+        return None, None, None, None
     messages = payload.get("messages")
     first = messages[0] if isinstance(messages, list) and messages and isinstance(messages[0], dict) else {}
     wamid = first.get("id")
@@ -154,10 +161,12 @@ def _accepted(payload: Any) -> tuple[str | None, str | None, str | None]:
     contacts = payload.get("contacts")
     contact = contacts[0] if isinstance(contacts, list) and contacts and isinstance(contacts[0], dict) else {}
     wa_id = contact.get("wa_id")
+    user_id = contact.get("user_id")
     return (
         wamid if isinstance(wamid, str) and wamid else None,
         wa_id if isinstance(wa_id, str) and wa_id else None,
         message_status if isinstance(message_status, str) else None,
+        valid_user_id(user_id) if isinstance(user_id, str) else None,
     )
 
 

@@ -12,22 +12,30 @@ from bot.settings import Template
 ACK_PAYLOAD_PREFIX = "ack:"
 
 
-def _envelope(to: str, callback_data: str) -> dict[str, Any]:
+def _envelope(to: str, callback_data: str, recipient_user_id: str | None = None) -> dict[str, Any]:
+    address: dict[str, str]
+    if recipient_user_id is not None:
+        # Someone known only by their business-scoped user id: `recipient` instead of `to` (if both were sent,
+        # `to` would win; docs/whatsapp.md#business-scoped-user-ids).
+        address = {"recipient": recipient_user_id}
+    else:
+        # Without the "+" Meta prepends the business number's country code: a wrong-recipient risk
+        # (docs/whatsapp.md#sending-a-message).
+        address = {"to": to if to.startswith("+") else f"+{to}"}
     return {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
-        # Without the "+" Meta prepends the business number's country code: a wrong-recipient risk
-        # (docs/whatsapp.md#sending-a-message).
-        "to": to if to.startswith("+") else f"+{to}",
+        **address,
         # Our tracker, echoed on every status webhook: how an `unknown` delivery is later proven sent
         # (docs/architecture.md#evidence).
         "biz_opaque_callback_data": callback_data,
     }
 
 
-def text_message(*, to: str, text: str, callback_data: str) -> dict[str, Any]:
+def text_message(*, to: str, text: str, callback_data: str, recipient_user_id: str | None = None) -> dict[str, Any]:
     """A free-form text message (only delivered inside the 24 h customer-service window)."""
-    return {**_envelope(to, callback_data), "type": "text", "text": {"preview_url": False, "body": text}}
+    envelope = _envelope(to, callback_data, recipient_user_id)
+    return {**envelope, "type": "text", "text": {"preview_url": False, "body": text}}
 
 
 def template_message(

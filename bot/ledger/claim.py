@@ -20,6 +20,8 @@ class Claimed:
     claim: int
     phone: str
     text: str
+    # Set for a reply to someone who wrote without their number: send to their business-scoped user id.
+    recipient_user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +40,7 @@ async def claim_in(session: AsyncSession, *, me: str, n: int, lease: float) -> t
         return [], 0
     rows = (await session.execute(query("claim"), {"me": me, "n": n, "lease": lease})).all()
     claimed = [
-        Claimed(r.id, r.kind, r.announcement_id, r.attempts, r.claims, r.phone, r.text or "")
+        Claimed(r.id, r.kind, r.announcement_id, r.attempts, r.claims, r.phone, r.text or "", r.recipient_user_id)
         for r in rows
         if r.status == "sending"
     ]

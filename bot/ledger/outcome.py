@@ -22,17 +22,26 @@ async def _run(sm: async_sessionmaker[AsyncSession], statement: TextClause, para
 
 
 async def record_sent_many(
-    sm: async_sessionmaker[AsyncSession], *, sent: Sequence[tuple[int, str]], phone_number_id: str | None = None
+    sm: async_sessionmaker[AsyncSession],
+    *,
+    sent: Sequence[tuple[int, str] | tuple[int, str, str | None]],
+    phone_number_id: str | None = None,
 ) -> None:
-    """Record a batch of (delivery id, wamid) Meta accepted, in one transaction.
+    """Record a batch of (delivery id, wamid[, the recipient's user id from the answer]) Meta accepted, in one
+    transaction.
 
     A wamid is proof of acceptance: it moves the row to `sent` whatever happened to it meanwhile (the lease
     expired and it is `unknown`, it was queued again...). With ``phone_number_id``, the sender's back-off
-    escalation is reset too.
+    escalation is reset too, and a user id in an answer is learned for that number.
     """
     if not sent:
         return
-    params = {"ids": [i for i, _ in sent], "wamids": [w for _, w in sent]}
+    params = {
+        "ids": [row[0] for row in sent],
+        "wamids": [row[1] for row in sent],
+        "user_ids": [row[2] if len(row) > 2 else None for row in sent],
+        "pnid": phone_number_id or "",
+    }
     async with sm() as s, s.begin():
         await s.execute(query("record_sent"), params)
         if phone_number_id is not None:

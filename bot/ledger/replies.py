@@ -7,9 +7,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.db.queries import query
 
 
-async def queue_reply(session: AsyncSession, *, employer_id: int, employee_id: int, reply_key: str, body: str) -> bool:
-    """True when queued now; False when this reply_key was queued before (a redelivered webhook)."""
-    params = {"employer_id": employer_id, "employee_id": employee_id, "reply_key": reply_key, "body": body}
+async def queue_reply(
+    session: AsyncSession,
+    *,
+    employer_id: int,
+    employee_id: int,
+    reply_key: str,
+    body: str,
+    recipient_user_id: str | None = None,
+) -> bool:
+    """True when queued now; False when this reply_key was queued before (a redelivered webhook).
+
+    ``recipient_user_id``: the person wrote without their number; the reply goes to their business-scoped user id.
+    """
+    params = {
+        "employer_id": employer_id,
+        "employee_id": employee_id,
+        "reply_key": reply_key,
+        "body": body,
+        "recipient_user_id": recipient_user_id,
+    }
     queued = (await session.execute(query("queue_reply"), params)).scalar() is not None
     if queued:
         await session.execute(query("wake_dispatchers"))

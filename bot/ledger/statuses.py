@@ -38,6 +38,9 @@ class StatusEvent:
     tracked_id: int | None = None
     error_code: int | None = None
     error_title: str | None = None
+    # The recipient's business-scoped user id, and the number the status came through (its scope).
+    user_id: str | None = None
+    phone_number_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +49,8 @@ class Applied:
     # New events that named a delivery status we act on, and deliveries they changed or matched.
     fresh: int
     matched: int
+    # Business-scoped user ids learned from these statuses.
+    learned: int = 0
 
 
 def status_key(wamid: str, status: str) -> str:
@@ -79,11 +84,13 @@ def _params(events: Sequence[StatusEvent]) -> dict[str, Any]:
         "tids": [e.tracked_id for e in events],
         "codes": [e.error_code for e in events],
         "titles": [e.error_title for e in events],
+        "user_ids": [e.user_id for e in events],
+        "pnids": [e.phone_number_id for e in events],
     }
 
 
 def _applied(row: Any) -> Applied:
-    return Applied(frozenset(row[0] or ()), int(row[1]), int(row[2]))
+    return Applied(frozenset(row[0] or ()), int(row[1]), int(row[2]), int(row[3]))
 
 
 async def apply_statuses(session: AsyncSession, events: Sequence[StatusEvent]) -> Applied:

@@ -15,8 +15,8 @@ from litestar.datastructures import State
 from litestar.params import FromPath
 
 from bot.simulator.outage import MAX_SECONDS, Outage
-from bot.simulator.phone import Simulator, SimulatorConfig
-from bot.simulator.validation import GraphError, validate
+from bot.simulator.phone import DISPLAY_NUMBER, Simulator, SimulatorConfig, bsuid_for
+from bot.simulator.validation import MAX_TEXT, GraphError, validate_send
 
 # Longer than any client keep-alive (ours is 4 s), as Graph's is: the client, not the server, ends an idle
 # connection, so a send is never written onto a connection the simulator is closing (an ambiguous loss).
@@ -79,7 +79,7 @@ async def send_message(
         sim.stats.rejected += 1
         return _error(GraphError(400, 100, "Invalid parameter", "Request body is not valid JSON"))
     try:
-        recipient, key = validate(body)
+        target, key = validate_send(body, sim.directory)
     except GraphError as exc:
         sim.stats.rejected += 1
         return _error(exc)
@@ -99,7 +99,10 @@ async def send_message(
         )
 
     wamid = "wamid." + secrets.token_urlsafe(24)
-    sim.stats.record_send(recipient, key, kind=str(body.get("type")), text=_shown_text(body))
+    recipient = target.phone
+    sim.stats.record_send(recipient, key, kind=str(body.get("type")), text=_shown_text(body), via=target.via)
+    # Handed out from here on (this answer, the callbacks): a later send may name it as `recipient`.
+    user_id = sim.user_id(recipient)
     undeliverable = sim.roll(config.fault_undeliverable)
     if undeliverable:
         sim.stats.faults["undeliverable"] += 1
@@ -111,10 +114,11 @@ async def send_message(
         undeliverable,
         ack_payload=_quick_reply_payload(body),
     )
-    to = body["to"]
+    # Like Meta: `wa_id` only when the send named a phone number; `user_id` always.
+    contact = {"input": target.input, "wa_id": recipient} if target.via == "phone" else {"input": target.input}
     answer = {
         "messaging_product": "whatsapp",
-        "contacts": [{"input": to, "wa_id": recipient}],
+        "contacts": [{**contact, "user_id": user_id}],
         "messages": [{"id": wamid}],
     }
     if sim.roll(config.fault_timeout):
@@ -138,8 +142,10 @@ async def stats(state: State) -> dict[str, Any]:
 async def sends(state: State) -> dict[str, Any]:
     """Every recipient with its accepted sends: count, first and last acceptance time (`time.time()`, the
     machine's wall clock), and each send's time, type, dedup key and text (what tests/acceptance/test_chaos.py
-    checks at this boundary: who was sent what, and when)."""
-    return {"recipients": _simulator(state).stats.sends_listing()}
+    checks at this boundary: who was sent what, and when). Sends are listed under the phone number even when
+    they named the recipient's BSUID: `user_id` is that BSUID and each send's `via` says which id it used."""
+    listing = _simulator(state).stats.sends_listing()
+    return {"recipients": [{"recipient": r["recipient"], "user_id": bsuid_for(r["recipient"]), **r} for r in listing]}
 
 
 @post("/_simulator/reset", status_code=200)
@@ -170,6 +176,67 @@ async def simulate_outage(request: Request[Any, Any, State], state: State) -> Re
     return Response(answer, status_code=200, background=BackgroundTask(control.server.start_outage) if new else None)
 
 
+INBOUND_FIELDS = ("phone", "text", "context_wamid", "payload", "username")
+
+
+class _Invalid(Exception):
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+
+
+def _inbound_request(raw: bytes) -> tuple[str, dict[str, Any], bool | None]:
+    """The employee's digits, the `messages[]` item and `username` (None: the simulator decides)."""
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise _Invalid("body", "a JSON object is required")
+    for name in body:
+        if name not in INBOUND_FIELDS:
+            raise _Invalid(str(name), f"unknown field; the fields are {', '.join(INBOUND_FIELDS)}")
+    phone = body.get("phone")
+    digits = phone.strip().removeprefix("+") if isinstance(phone, str) else ""
+    if not (digits.isascii() and digits.isdigit() and 8 <= len(digits) <= 15):
+        raise _Invalid("phone", "the employee's phone number in E.164 format (e.g. +27821234567) is required")
+    text = body.get("text")
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
+        raise _Invalid("text", f"a non-empty string of at most {MAX_TEXT} characters is required")
+    wamid, payload, username = body.get("context_wamid"), body.get("payload"), body.get("username")
+    if wamid is not None and (not isinstance(wamid, str) or not wamid.strip()):
+        raise _Invalid("context_wamid", "the wamid of the message replied to (a non-empty string) or null")
+    if payload is not None and (not isinstance(payload, str) or not payload or len(payload) > 256):
+        raise _Invalid("payload", "a quick-reply button's payload (a non-empty string, at most 256) or null")
+    if username is not None and not isinstance(username, bool):
+        raise _Invalid("username", "true, false or null")
+    message: dict[str, Any] = {}
+    if wamid is not None:
+        message["context"] = {"from": DISPLAY_NUMBER, "id": wamid}
+    if payload is not None:
+        message |= {"type": "button", "button": {"payload": payload, "text": text}}
+    else:
+        message |= {"type": "text", "text": {"body": text}}
+    return digits, message, username
+
+
+@post("/_simulator/inbound", status_code=200)
+async def inbound(request: Request[Any, Any, State], state: State) -> Response[Any]:
+    """Post, now, a signed inbound message from an employee to the webhook (for a test of the service)."""
+    sim = _simulator(state)
+    if not sim.config.webhook:
+        return Response({"detail": "no webhook: start the simulator with --webhook"}, status_code=409)
+    try:
+        digits, message, username = _inbound_request(await request.body())
+    except _Invalid as exc:
+        return Response({"detail": str(exc), "field": exc.name}, status_code=422)
+    as_username = sim.is_username(digits) if username is None else username
+    posted, wamid = await sim.post_inbound(digits, message, username=as_username)
+    if not posted:
+        return Response({"posted": False, "wamid": wamid, "detail": "the webhook did not answer 200"}, status_code=502)
+    return Response({"posted": True, "wamid": wamid}, status_code=200)
+
+
 def create_simulator_app(config: SimulatorConfig) -> Litestar:
     sim = Simulator(config)
     outage = Outage()  # OutageServer attaches itself to it; see bot/simulator/outage.py
@@ -183,7 +250,7 @@ def create_simulator_app(config: SimulatorConfig) -> Litestar:
             await sim.stop()
 
     return Litestar(
-        route_handlers=[send_message, stats, sends, reset, simulate_outage],
+        route_handlers=[send_message, stats, sends, reset, simulate_outage, inbound],
         lifespan=[running],
         state=State({"simulator": sim, "outage": outage}),
         openapi_config=None,

@@ -39,6 +39,9 @@ class SimulatorConfig:
     fault_undeliverable: float = 0.0
     fault_5xx: float = 0.0
     fault_timeout: float = 0.0
+    # Share of recipients played as "username employees" (phone number withheld): decided per recipient by
+    # `plays_username` (seed and phone), so the same person is one in every callback and reply.
+    username_rate: float = 0.0
     # How long a "timeout" response is held: longer than any client's timeout.
     timeout_hold_s: float = 30.0
     # Pause between one status and the next, so a phone looks like a phone and not a burst.
@@ -73,28 +76,90 @@ def _envelope(value: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Every BSUID starts with the ISO 3166 country code of the number: ZA for South African (+27) numbers, which
+# are all jem-bot's employees have; US for any other (the simulator does not map the rest of the world).
+BSUID_DIGITS = 16
+
+
+def bsuid_for(phone_digits: str) -> str:
+    """The business-scoped user id the simulator gives the user of this phone number (digits, `+` allowed).
+
+    `ZA.` (for +27 numbers, else `US.`) and 16 decimal digits: the first 8 bytes of SHA-256 over the digits,
+    modulo 10**16, zero-padded. Deterministic and process-independent, so a test can compute it too.
+    """
+    digits = phone_digits.strip().removeprefix("+")
+    country = "ZA" if digits.startswith("27") else "US"
+    number = int.from_bytes(hashlib.sha256(digits.encode()).digest()[:8], "big") % 10**BSUID_DIGITS
+    return f"{country}.{number:0{BSUID_DIGITS}d}"
+
+
+def username_for(phone_digits: str) -> str:
+    """The WhatsApp username of a simulated username employee: `emp_` and the number's last four digits."""
+    return "emp_" + phone_digits.strip().removeprefix("+")[-4:]
+
+
+def plays_username(phone_digits: str, rate: float, seed: int | None) -> bool:
+    """Whether the recipient is a username employee (number withheld) under `--username-rate rate`.
+
+    A fixed draw per (seed, phone): SHA-256 of `"<seed>:<digits>"`, its first 8 bytes as a fraction of 2**64,
+    below `rate`. It takes nothing from the simulator's random source, so other seeded choices are unchanged.
+    """
+    if rate <= 0:
+        return False
+    if rate >= 1:
+        return True
+    digits = phone_digits.strip().removeprefix("+")
+    draw = int.from_bytes(hashlib.sha256(f"{seed}:{digits}".encode()).digest()[:8], "big") / 2**64
+    return draw < rate
+
+
+def contact(phone_digits: str, *, username: bool = False) -> dict[str, Any]:
+    """A `value.contacts[]` entry: `user_id` always; `wa_id` only when the number is not withheld."""
+    profile: dict[str, Any] = {"name": "Employee"}
+    entry: dict[str, Any] = {"profile": profile}
+    if username:
+        profile["username"] = username_for(phone_digits)
+    else:
+        entry["wa_id"] = phone_digits
+    entry["user_id"] = bsuid_for(phone_digits)
+    return entry
+
+
 def status_body(
-    wamid: str, status: str, recipient: str, callback: str | None, error: dict[str, Any] | None = None
+    wamid: str,
+    status: str,
+    recipient: str,
+    callback: str | None,
+    error: dict[str, Any] | None = None,
+    *,
+    username: bool = False,
 ) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "id": wamid,
-        "status": status,
-        "timestamp": str(int(time.time())),
-        "recipient_id": recipient,
-    }
+    """One status callback; `recipient_user_id` always, `recipient_id` (the digits) unless `username`."""
+    item: dict[str, Any] = {"id": wamid, "status": status, "timestamp": str(int(time.time()))}
+    if not username:
+        item["recipient_id"] = recipient
+    item["recipient_user_id"] = bsuid_for(recipient)
     if callback is not None:
         item["biz_opaque_callback_data"] = callback
     if error is not None:
         item["errors"] = [error]
     elif status != "failed":
         item["pricing"] = {"billable": True, "pricing_model": "PMP", "category": "utility"}
-    contacts = [{"profile": {"name": "Employee"}, "wa_id": recipient}]
-    return _envelope({"contacts": contacts, "statuses": [item]})
+    return _envelope({"contacts": [contact(recipient, username=username)], "statuses": [item]})
 
 
-def inbound_body(recipient: str, message: dict[str, Any]) -> dict[str, Any]:
-    item = {"from": recipient, "id": f"wamid.IN{secrets.token_hex(16)}", "timestamp": str(int(time.time())), **message}
-    return _envelope({"contacts": [{"profile": {"name": "Employee"}, "wa_id": recipient}], "messages": [item]})
+def inbound_body(
+    recipient: str, message: dict[str, Any], *, username: bool = False, wamid: str | None = None
+) -> dict[str, Any]:
+    """One inbound message from `recipient` (digits): `from_user_id` always, `from` unless `username`."""
+    item: dict[str, Any] = {} if username else {"from": recipient}
+    item["from_user_id"] = bsuid_for(recipient)
+    item |= {"id": wamid or inbound_wamid(), "timestamp": str(int(time.time())), **message}
+    return _envelope({"contacts": [contact(recipient, username=username)], "messages": [item]})
+
+
+def inbound_wamid() -> str:
+    return f"wamid.IN{secrets.token_hex(16)}"
 
 
 @dataclass
@@ -107,6 +172,9 @@ class Simulator:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     client: httpx.AsyncClient | None = None
     semaphore: asyncio.Semaphore | None = None
+    # BSUID -> phone digits, for every BSUID handed out (in a send's answer, a callback or an inbound message):
+    # the ones a send may name as `recipient`. Kept by `reset`, as Meta's ids outlive any test's counters.
+    directory: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rng.seed(self.config.seed)
@@ -120,6 +188,15 @@ class Simulator:
 
     def roll(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
+
+    def user_id(self, phone_digits: str) -> str:
+        """The recipient's BSUID, from now on accepted as a send's `recipient`."""
+        bsuid = bsuid_for(phone_digits)
+        self.directory[bsuid] = phone_digits
+        return bsuid
+
+    def is_username(self, phone_digits: str) -> bool:
+        return plays_username(phone_digits, self.config.username_rate, self.config.seed)
 
     async def start(self) -> None:
         self.client = httpx.AsyncClient(
@@ -157,6 +234,7 @@ class Simulator:
     async def _play(
         self, wamid: str, recipient: str, callback: str | None, kind: str, undeliverable: bool, ack_payload: str | None
     ) -> None:
+        username = self.is_username(recipient)
         if undeliverable:
             # The asynchronous variant of 131026: accepted, then a `failed` status (docs/whatsapp.md#error-codes).
             error = {
@@ -165,9 +243,12 @@ class Simulator:
                 "message": "Message undeliverable",
                 "error_data": {"details": "Message Undeliverable."},
             }
-            await self._post(status_body(wamid, "failed", recipient, callback, error))
+            await self._post(status_body(wamid, "failed", recipient, callback, error, username=username))
             return
-        bodies = [status_body(wamid, status, recipient, callback) for status in ("sent", "delivered", "read")]
+        bodies = [
+            status_body(wamid, status, recipient, callback, username=username)
+            for status in ("sent", "delivered", "read")
+        ]
         if self.config.shuffle and self.rng.random() < 0.5:
             self.rng.shuffle(bodies)
         for body in bodies:
@@ -176,9 +257,9 @@ class Simulator:
             if self.roll(self.config.duplicate_rate):
                 await self._post(body)
         await asyncio.sleep(self.config.step_delay_s)
-        await self._reply(wamid, recipient, kind, ack_payload)
+        await self._reply(wamid, recipient, kind, ack_payload, username)
 
-    async def _reply(self, wamid: str, recipient: str, kind: str, ack_payload: str | None) -> None:
+    async def _reply(self, wamid: str, recipient: str, kind: str, ack_payload: str | None, username: bool) -> None:
         draw = self.rng.random()
         context = {"from": DISPLAY_NUMBER, "id": wamid}
         message: dict[str, Any]
@@ -198,8 +279,14 @@ class Simulator:
             reply, message = "text", {"type": "text", "text": {"body": "Who do I ask about this?"}}
         else:
             return
-        if await self._post(inbound_body(recipient, message)):
+        if await self._post(inbound_body(recipient, message, username=username)):
             self.stats.replies[reply] += 1
+
+    async def post_inbound(self, phone_digits: str, message: dict[str, Any], *, username: bool) -> tuple[bool, str]:
+        """Post one signed inbound message from this employee now; (answered 200 within the retries, its wamid)."""
+        wamid = inbound_wamid()
+        self.user_id(phone_digits)
+        return await self._post(inbound_body(phone_digits, message, username=username, wamid=wamid)), wamid
 
     async def _post(self, payload: dict[str, Any]) -> bool:
         """POST one signed webhook; retry non-200 answers with exponential backoff like Meta (bounded)."""

@@ -20,9 +20,10 @@ class Accepted:
     kind: str  # the message `type`: text, template, ...
     key: str  # biz_opaque_callback_data, or the text when there is none (what `duplicates` counts by)
     text: str | None  # the text body (a template: its name and parameters), cut to TEXT_SHOWN characters
+    via: str = "phone"  # how the send named the recipient: "phone" (`to`) or "bsuid" (`recipient`)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"at": self.at, "type": self.kind, "key": self.key, "text": self.text}
+        return {"at": self.at, "type": self.kind, "key": self.key, "text": self.text, "via": self.via}
 
 
 @dataclass
@@ -30,7 +31,8 @@ class Stats:
     accepted: int = 0
     rejected: int = 0
     # (recipient digits, callback data or message text) -> times accepted. More than once is the one
-    # failure the product must never have: the same announcement delivered twice to one person.
+    # failure the product must never have: the same announcement delivered twice to one person. A send to a
+    # BSUID counts under the phone behind it: one person, whichever id named them.
     sends: Counter[tuple[str, str]] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     callbacks_posted: int = 0
@@ -41,11 +43,13 @@ class Stats:
     # recipient digits -> every send accepted for them, in order of acceptance.
     accepted_log: dict[str, list[Accepted]] = field(default_factory=dict)
 
-    def record_send(self, recipient: str, key: str, *, kind: str = "text", text: str | None = None) -> None:
+    def record_send(
+        self, recipient: str, key: str, *, kind: str = "text", text: str | None = None, via: str = "phone"
+    ) -> None:
         self.accepted += 1
         self.sends[(recipient, key)] += 1
         shown = text[:TEXT_SHOWN] if text is not None else None
-        self.accepted_log.setdefault(recipient, []).append(Accepted(time.time(), kind, key, shown))
+        self.accepted_log.setdefault(recipient, []).append(Accepted(time.time(), kind, key, shown, via))
 
     def sends_listing(self) -> list[dict[str, Any]]:
         """Each recipient with the count and first/last time of their accepted sends, and the sends themselves."""

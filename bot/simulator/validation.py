@@ -5,11 +5,16 @@ See docs/whatsapp.md#error-envelope.
 
 from __future__ import annotations
 
+import re
 import secrets
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 SUPPORTED_TYPES = {"text", "template", "image", "document", "audio", "video", "sticker", "interactive", "reaction"}
 MAX_TEXT = 4096
+# A business-scoped user id: an ISO 3166 country code, a dot, then letters and digits (Meta's are digits).
+BSUID = re.compile(r"[A-Z]{2}\.[A-Za-z0-9]{1,128}")
 
 
 class GraphError(Exception):
@@ -35,18 +40,55 @@ def _bad(code: int, message: str, details: str) -> GraphError:
     return GraphError(400, code, message, details)
 
 
-def validate(body: object) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Recipient:
+    """Who a send is for: the phone digits it is recorded under, and how the send named them."""
+
+    phone: str  # digits, no `+`
+    input: str  # `to` as the send wrote it, or the BSUID it named as `recipient`
+    via: Literal["phone", "bsuid"]
+
+
+def _given(value: object) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def _recipient(body: dict[str, Any], directory: Mapping[str, str]) -> Recipient:
+    """`to` (a phone number) wins; else `recipient`, a BSUID the simulator handed out (in `directory`)."""
+    to, bsuid = body.get("to"), body.get("recipient")
+    if not _given(to) and _given(bsuid):
+        if not isinstance(bsuid, str) or not BSUID.fullmatch(bsuid.strip()):
+            raise _bad(131009, "Parameter value is not valid",
+                       "Param recipient must be a business-scoped user id such as ZA.1502576394655843")  # fmt: skip
+        phone = directory.get(bsuid.strip())
+        if phone is None:
+            raise _bad(131009, "Parameter value is not valid", "Param recipient is not a user id of this business")
+        return Recipient(phone, bsuid.strip(), "bsuid")
+    if not isinstance(to, str) or not to.strip():
+        raise _bad(131008, "Required parameter is missing", "The parameter to (or recipient) is required.")
+    digits = to.strip().removeprefix("+")
+    if not digits.isdigit() or not 8 <= len(digits) <= 15:
+        raise _bad(131009, "Parameter value is not valid", "Param to must be a phone number in E.164 format")
+    return Recipient(digits, to, "phone")
+
+
+def validate(body: object, directory: Mapping[str, str] | None = None) -> tuple[str, str]:
     """Return (recipient digits, dedup key: callback data or the text) or raise GraphError."""
+    recipient, key = validate_send(body, directory or {})
+    return recipient.phone, key
+
+
+def validate_send(body: object, directory: Mapping[str, str]) -> tuple[Recipient, str]:
+    """Return (the recipient, dedup key: callback data or the text) or raise GraphError.
+
+    `directory` maps each BSUID the simulator handed out to its phone digits: a send may name one as
+    `recipient` instead of `to`.
+    """
     if not isinstance(body, dict):
         raise _bad(100, "Invalid parameter", "Request body must be a JSON object")
     if body.get("messaging_product") != "whatsapp":
         raise _bad(100, "Invalid parameter", "Param messaging_product must be 'whatsapp'")
-    to = body.get("to")
-    if not isinstance(to, str) or not to.strip():
-        raise _bad(131008, "Required parameter is missing", "The parameter to is required.")
-    digits = to.strip().removeprefix("+")
-    if not digits.isdigit() or not 8 <= len(digits) <= 15:
-        raise _bad(131009, "Parameter value is not valid", "Param to must be a phone number in E.164 format")
+    recipient = _recipient(body, directory)
     kind = body.get("type", "text")
     if "type" not in body:
         raise _bad(131008, "Required parameter is missing", "The parameter type is required.")
@@ -66,7 +108,7 @@ def validate(body: object) -> tuple[str, str]:
         content = text_body
     elif kind == "template":
         content = _validate_template(body.get("template"))
-    return digits, callback if callback else content
+    return recipient, callback if callback else content
 
 
 def _validate_template(template: object) -> str:

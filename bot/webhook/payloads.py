@@ -41,15 +41,33 @@ class Interactive(msgspec.Struct, kw_only=True):
     list_reply: Reply | None = None
 
 
+class System(msgspec.Struct, kw_only=True):
+    """Meta's notice that a user changed their number (`user_changed_number`) or user id (`user_changed_user_id`)."""
+
+    type: str | None = None
+    body: str | None = None
+    # The new number (wa_id) and the new business-scoped user id, when Meta gives them.
+    wa_id: str | None = None
+    user_id: str | None = None
+    parent_user_id: str | None = None
+    # Some payloads name the old user id here rather than only in the message's `from_user_id`.
+    previous_user_id: str | None = None
+
+
 class Message(msgspec.Struct, kw_only=True):
     id: str | None = None
+    # The sender's number, absent when a user with a WhatsApp username withholds it; `from_user_id` is their
+    # business-scoped user id (docs/whatsapp.md#business-scoped-user-ids).
     from_: str | None = msgspec.field(default=None, name="from")
+    from_user_id: str | None = None
+    from_parent_user_id: str | None = None
     timestamp: str | None = None
     type: str | None = None
     context: Context | None = None
     text: Text | None = None
     button: Button | None = None
     interactive: Interactive | None = None
+    system: System | None = None
 
     @property
     def _choice(self) -> Reply | None:
@@ -98,6 +116,8 @@ class Status(msgspec.Struct, kw_only=True):
     id: str | None = None
     status: str | None = None
     timestamp: str | None = None
+    recipient_id: str | None = None
+    recipient_user_id: str | None = None
     biz_opaque_callback_data: str | None = None
     errors: list[dict[str, Any]] | None = None
 

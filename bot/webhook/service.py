@@ -25,7 +25,8 @@ from bot.ledger.statuses import (
 )
 from bot.ledger.tracker import Tracker
 from bot.metrics import Metrics
-from bot.phones import from_wa_id
+from bot.phones import from_wa_id, user_id
+from bot.webhook import identity
 from bot.webhook.payloads import Envelope, Message, Status
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class _Event:
     kind: str
     raw: Any
     typed: Message | None = None
+    # The number the event came through (`metadata.phone_number_id`): the scope of a user id learned from it.
+    phone_number_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -83,7 +86,13 @@ def _payload(item: Any) -> str:
     return msgspec.json.encode(item).decode()
 
 
-def _status(raw: Any, tracker: Tracker) -> StatusEvent:
+def _phone_number_id(value: dict[str, Any]) -> str | None:
+    metadata = value.get("metadata")
+    pnid = metadata.get("phone_number_id") if isinstance(metadata, dict) else None
+    return pnid if isinstance(pnid, str) and pnid else None
+
+
+def _status(raw: Any, tracker: Tracker, phone_number_id: str | None) -> StatusEvent:
     st: Status | None = _convert(raw, Status)
     if st is None or not st.id or not st.status:
         # A shape we do not know: stored once (by its content), never applied.
@@ -98,6 +107,8 @@ def _status(raw: Any, tracker: Tracker) -> StatusEvent:
         tracked_id=tracker.parse(st.biz_opaque_callback_data),
         error_code=code,
         error_title=title,
+        user_id=user_id(st.recipient_user_id),
+        phone_number_id=phone_number_id,
     )
 
 
@@ -111,11 +122,12 @@ def parse(envelope: Envelope, tracker: Tracker) -> Body:
                 # Kinds we do not act on (user_preferences, template updates, ...): kept once, counted.
                 body.others.append(_Event(_hash_key("ev", [change.field, value]), change.field or "unknown", value))
                 continue
-            body.statuses += (_status(raw, tracker) for raw in _items(value, "statuses"))
+            pnid = _phone_number_id(value)
+            body.statuses += (_status(raw, tracker, pnid) for raw in _items(value, "statuses"))
             for raw in _items(value, "messages"):
                 msg: Message | None = _convert(raw, Message)
                 key = f"msg:{msg.id}" if msg is not None and msg.id else _hash_key("msg", raw)
-                body.others.append(_Event(key, "message", raw, msg))
+                body.others.append(_Event(key, "message", raw, msg, pnid))
             for raw in _items(value, "errors"):
                 body.others.append(_Event(_hash_key("err", raw), "error", raw))
             for name in sorted(value.keys() - _KNOWN_VALUE_KEYS):
@@ -171,15 +183,26 @@ async def process(session: AsyncSession, metrics: Metrics, body: Body) -> None:
 
 async def _message(session: AsyncSession, event: _Event) -> None:
     msg = event.typed
-    if not isinstance(msg, Message) or not msg.id or not msg.from_:
+    if not isinstance(msg, Message) or not msg.id:
         return
-    phone = from_wa_id(msg.from_)
+    # Who wrote: their number, their business-scoped user id (a user with a username may send only that), or both.
+    phone = from_wa_id(msg.from_) if msg.from_ else None
+    uid = user_id(msg.from_user_id)
+    if phone is None and uid is None:
+        return
+    if msg.type == "system":
+        await identity.system_message(session, msg, phone=phone, user_id=uid, phone_number_id=event.phone_number_id)
+        return
+    if phone is not None and uid is not None:
+        # The message names both: proof that this user id is the person with this number.
+        await identity.learn_from_message(session, phone=phone, user_id=uid, phone_number_id=event.phone_number_id)
     row = (
         await session.execute(
             query("inbound_insert"),
             {
                 "wamid": msg.id,
                 "phone": phone,
+                "uid": uid,
                 "type": msg.type or "unknown",
                 "text": msg.shown_text,
                 "ctx": msg.context.id if msg.context else None,
@@ -189,7 +212,7 @@ async def _message(session: AsyncSession, event: _Event) -> None:
         )
     ).first()
     if row is not None:
-        await _interpret(session, msg, phone=phone, row=row)
+        await _interpret(session, msg, phone=phone, user_id=uid, row=row)
 
 
 STOP_WORDS = frozenset({"STOP", "UNSUBSCRIBE"})
@@ -211,7 +234,7 @@ def keyword(msg: Message) -> str | None:
     return None
 
 
-async def _interpret(session: AsyncSession, msg: Message, *, phone: str, row: Any) -> None:
+async def _interpret(session: AsyncSession, msg: Message, *, phone: str | None, user_id: str | None, row: Any) -> None:
     employer_id, employee_id, delivery_id = row
     if delivery_id is not None:
         # A tap or any reply whose context is one of our announcements acknowledges it.
@@ -219,11 +242,19 @@ async def _interpret(session: AsyncSession, msg: Message, *, phone: str, row: An
     action = keyword(msg)
     if action is None or employee_id is None:
         return
-    # One person may work for several employers: STOP and START apply to every one of them.
+    # One person may work for several employers: STOP and START apply to every one of them (by number, and by
+    # user id for one who wrote without their number).
+    who = {"p": phone, "uid": user_id}
     if action == "stop":
-        await session.execute(query("employee_opt_out"), {"p": phone})
+        await session.execute(query("employee_opt_out"), who)
     elif action == "start":
-        await session.execute(query("employee_opt_in"), {"p": phone})
+        await session.execute(query("employee_opt_in"), who)
     await queue_reply(
-        session, employer_id=employer_id, employee_id=employee_id, reply_key=f"{action}:{msg.id}", body=REPLIES[action]
+        session,
+        employer_id=employer_id,
+        employee_id=employee_id,
+        reply_key=f"{action}:{msg.id}",
+        body=REPLIES[action],
+        # Someone who wrote without their number is answered the way they wrote: at their user id.
+        recipient_user_id=user_id if phone is None else None,
     )

@@ -23,7 +23,13 @@ class FakeGraph:
         self.fail = fail or {}
 
     async def send_announcement(
-        self, *, to: str, text: str, callback_data: str, ack_payload: str | None = None
+        self,
+        *,
+        to: str,
+        text: str,
+        callback_data: str,
+        ack_payload: str | None = None,
+        recipient_user_id: str | None = None,
     ) -> SendResult:
         await asyncio.sleep(0.001)
         if to in self.fail:

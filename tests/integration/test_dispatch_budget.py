@@ -32,7 +32,13 @@ class QuickGraph:
         self.sent = 0
 
     async def send_announcement(
-        self, *, to: str, text: str, callback_data: str, ack_payload: str | None = None
+        self,
+        *,
+        to: str,
+        text: str,
+        callback_data: str,
+        ack_payload: str | None = None,
+        recipient_user_id: str | None = None,
     ) -> SendResult:
         await asyncio.sleep(0.001)
         self.sent += 1

@@ -276,7 +276,9 @@ class _FakeGraph:
         self.sent[(to, "announcement")] += 1
         return SendResult(wamid=f"wamid.out-{callback_data}", wa_id=to.lstrip("+"), message_status=None)
 
-    async def send_text(self, *, to: str, text: str, callback_data: str) -> SendResult:
+    async def send_text(
+        self, *, to: str, text: str, callback_data: str, recipient_user_id: str | None = None
+    ) -> SendResult:
         self.sent[(to, "text")] += 1
         self.texts.append((to, text))
         return SendResult(wamid=f"wamid.out-{callback_data}", wa_id=to.lstrip("+"), message_status=None)
