@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 
 from bot.simulator.app import create_simulator_app
-from bot.simulator.phone import SimulatorConfig
+from bot.simulator.phone import SimulatorConfig, bsuid_for
 
 SECRET = "sim-test-secret"
 URL = "/v23.0/100000000000001/messages"
@@ -121,7 +121,7 @@ async def test_success_shape_and_unique_wamids() -> None:
     assert first.status_code == 200
     body = first.json()
     assert body["messaging_product"] == "whatsapp"
-    assert body["contacts"] == [{"input": "+27820000001", "wa_id": "27820000001"}]
+    assert body["contacts"] == [{"input": "+27820000001", "wa_id": "27820000001", "user_id": bsuid_for("27820000001")}]
     assert body["messages"][0]["id"].startswith("wamid.")
     assert body["messages"][0]["id"] != second.json()["messages"][0]["id"]
 

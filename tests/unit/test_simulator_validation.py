@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import re
 
 import pytest
 
 from bot.commands.simulator import add_arguments, config_from_args
 from bot.settings import ConfigError, Settings
-from bot.simulator.phone import sign, status_body
+from bot.simulator.phone import bsuid_for, inbound_body, plays_username, sign, status_body
 from bot.simulator.stats import Stats
-from bot.simulator.validation import GraphError, validate
+from bot.simulator.validation import GraphError, Recipient, validate, validate_send
 
 
 def test_validate_returns_recipient_digits_and_the_callback_as_dedup_key() -> None:
@@ -87,3 +88,64 @@ def test_cli_rejects_bad_options_in_one_line(words: tuple[str, ...], needle: str
     with pytest.raises(ConfigError, match=needle) as caught:
         config_from_args(Settings(), parse(*words))
     assert "\n" not in str(caught.value)
+
+
+def test_bsuid_for_is_a_stable_country_prefixed_id() -> None:
+    za = bsuid_for("27821234567")
+    assert re.fullmatch(r"ZA\.\d{16}", za)
+    assert bsuid_for("+27821234567") == za
+    assert bsuid_for("27821234568") != za
+    number = int.from_bytes(hashlib.sha256(b"27821234567").digest()[:8], "big") % 10**16
+    assert za == f"ZA.{number:016d}"
+    assert re.fullmatch(r"US\.\d{16}", bsuid_for("15551234567"))
+
+
+def test_validate_send_maps_a_known_bsuid_to_its_phone_and_to_wins() -> None:
+    bsuid = bsuid_for("27821234567")
+    body = {"messaging_product": "whatsapp", "recipient": bsuid, "type": "text", "text": {"body": "hi"}}
+    recipient, key = validate_send(body, {bsuid: "27821234567"})
+    assert recipient == Recipient("27821234567", bsuid, "bsuid")
+    assert key == "hi"
+    assert validate(body, {bsuid: "27821234567"}) == ("27821234567", "hi")
+    assert validate_send({**body, "to": "+27820000009"}, {bsuid: "27821234567"})[0] == Recipient(
+        "27820000009", "+27820000009", "phone"
+    )
+    for directory in ({}, None):
+        with pytest.raises(GraphError) as caught:
+            validate(body, directory)
+        assert caught.value.code == 131009
+
+
+def test_status_and_inbound_bodies_withhold_the_number_of_a_username_employee() -> None:
+    bsuid = bsuid_for("27821234567")
+    plain = status_body("wamid.X", "read", "27821234567", None)["entry"][0]["changes"][0]["value"]
+    assert plain["statuses"][0]["recipient_user_id"] == bsuid
+    assert plain["contacts"] == [{"profile": {"name": "Employee"}, "wa_id": "27821234567", "user_id": bsuid}]
+    hidden = status_body("wamid.X", "read", "27821234567", None, username=True)["entry"][0]["changes"][0]["value"]
+    assert "recipient_id" not in hidden["statuses"][0]
+    assert hidden["statuses"][0]["recipient_user_id"] == bsuid
+    assert hidden["contacts"] == [{"profile": {"name": "Employee", "username": "emp_4567"}, "user_id": bsuid}]
+    message = {"type": "text", "text": {"body": "STOP"}}
+    [item] = inbound_body("27821234567", message, username=True, wamid="wamid.IN1")["entry"][0]["changes"][0]["value"][
+        "messages"
+    ]
+    assert item == {"from_user_id": bsuid, "id": "wamid.IN1", "timestamp": item["timestamp"], **message}
+    [item] = inbound_body("27821234567", message)["entry"][0]["changes"][0]["value"]["messages"]
+    assert (item["from"], item["from_user_id"]) == ("27821234567", bsuid)
+
+
+def test_plays_username_is_a_fixed_share_of_recipients() -> None:
+    phones = [f"2782{i:07d}" for i in range(2000)]
+    assert not any(plays_username(p, 0.0, 1) for p in phones)
+    assert all(plays_username(p, 1.0, 1) for p in phones)
+    chosen = [p for p in phones if plays_username(p, 0.3, 1)]
+    assert 500 < len(chosen) < 700
+    assert chosen == [p for p in phones if plays_username("+" + p, 0.3, 1)]
+    assert chosen != [p for p in phones if plays_username(p, 0.3, 2)]
+
+
+def test_cli_username_rate() -> None:
+    assert config_from_args(Settings(), parse("--username-rate", "0.25")).username_rate == 0.25
+    assert config_from_args(Settings(), parse()).username_rate == 0.0
+    with pytest.raises(ConfigError, match="--username-rate"):
+        config_from_args(Settings(), parse("--username-rate", "1.5"))
