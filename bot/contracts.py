@@ -91,6 +91,9 @@ class Employee(msgspec.Struct, kw_only=True):
     opted_out_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # Whether WhatsApp's business-scoped user id is known for them (a message without their number, from a user
+    # with a WhatsApp username, can then still be matched to them). The id itself is never shown.
+    bsuid_known: bool = False
 
 
 class EmployeeImport(msgspec.Struct, kw_only=True):

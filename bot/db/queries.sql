@@ -495,7 +495,9 @@ ON CONFLICT (employer_id, phone) DO UPDATE
 RETURNING id, (xmax = 0) AS created;
 
 -- name: employee_get
-SELECT id, phone, name, tags, active, opted_out_at, created_at, updated_at
+-- `bsuid_known`: whether a business-scoped user id is known for the employee (never the id itself).
+SELECT id, phone, name, tags, active, opted_out_at, created_at, updated_at,
+       EXISTS (SELECT 1 FROM employee_user_id u WHERE u.employee_id = employee.id AND u.superseded_at IS NULL) AS bsuid_known
 FROM employee WHERE id = :id AND employer_id = :e;
 
 -- name: employee_count
@@ -509,7 +511,9 @@ WHERE employer_id = :e
 
 -- name: employee_page
 -- The same filters, newest first, one page (limit + 1 rows, so the caller knows whether another exists).
-SELECT id, phone, name, tags, active, opted_out_at, created_at, updated_at FROM employee
+SELECT id, phone, name, tags, active, opted_out_at, created_at, updated_at,
+       EXISTS (SELECT 1 FROM employee_user_id u WHERE u.employee_id = employee.id AND u.superseded_at IS NULL) AS bsuid_known
+FROM employee
 WHERE employer_id = :e
   AND (CAST(:tags AS text[]) IS NULL OR tags && CAST(:tags AS text[]))
   AND (CAST(:needle AS text) IS NULL OR name ILIKE :needle OR phone LIKE :phone_needle)
@@ -530,7 +534,8 @@ UPDATE employee SET
                         WHEN CAST(:active AS boolean) THEN NULL ELSE now() END,
   updated_at = now()
 WHERE id = :id AND employer_id = :e
-RETURNING id, phone, name, tags, active, opted_out_at, created_at, updated_at;
+RETURNING id, phone, name, tags, active, opted_out_at, created_at, updated_at,
+          EXISTS (SELECT 1 FROM employee_user_id u WHERE u.employee_id = employee.id AND u.superseded_at IS NULL) AS bsuid_known;
 
 -- name: employee_deactivate
 -- Deactivated, never deleted: the ledger's history keeps pointing at the employee.

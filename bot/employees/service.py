@@ -28,6 +28,7 @@ def to_contract(row: Any) -> contracts.Employee:
         opted_out_at=row.opted_out_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        bsuid_known=bool(getattr(row, "bsuid_known", False)),
     )
 
 
