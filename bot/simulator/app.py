@@ -100,7 +100,9 @@ async def send_message(
 
     wamid = "wamid." + secrets.token_urlsafe(24)
     recipient = target.phone
-    sim.stats.record_send(recipient, key, kind=str(body.get("type")), text=_shown_text(body), via=target.via)
+    sim.stats.record_send(
+        recipient, key, kind=str(body.get("type")), text=_shown_text(body), via=target.via, wamid=wamid
+    )
     # Handed out from here on (this answer, the callbacks): a later send may name it as `recipient`.
     user_id = sim.user_id(recipient)
     undeliverable = sim.roll(config.fault_undeliverable)

@@ -21,9 +21,11 @@ class Accepted:
     key: str  # biz_opaque_callback_data, or the text when there is none (what `duplicates` counts by)
     text: str | None  # the text body (a template: its name and parameters), cut to TEXT_SHOWN characters
     via: str = "phone"  # how the send named the recipient: "phone" (`to`) or "bsuid" (`recipient`)
+    wamid: str | None = None  # what the answer named it: a test quotes it as `context.id` to reply to it
 
     def as_dict(self) -> dict[str, Any]:
-        return {"at": self.at, "type": self.kind, "key": self.key, "text": self.text, "via": self.via}
+        return {"at": self.at, "type": self.kind, "key": self.key, "text": self.text, "via": self.via,
+                "wamid": self.wamid}  # fmt: skip
 
 
 @dataclass
@@ -44,12 +46,19 @@ class Stats:
     accepted_log: dict[str, list[Accepted]] = field(default_factory=dict)
 
     def record_send(
-        self, recipient: str, key: str, *, kind: str = "text", text: str | None = None, via: str = "phone"
+        self,
+        recipient: str,
+        key: str,
+        *,
+        kind: str = "text",
+        text: str | None = None,
+        via: str = "phone",
+        wamid: str | None = None,
     ) -> None:
         self.accepted += 1
         self.sends[(recipient, key)] += 1
         shown = text[:TEXT_SHOWN] if text is not None else None
-        self.accepted_log.setdefault(recipient, []).append(Accepted(time.time(), kind, key, shown, via))
+        self.accepted_log.setdefault(recipient, []).append(Accepted(time.time(), kind, key, shown, via, wamid))
 
     def sends_listing(self) -> list[dict[str, Any]]:
         """Each recipient with the count and first/last time of their accepted sends, and the sends themselves."""
