@@ -24,7 +24,7 @@ from bot.health import health, metrics
 from bot.inbox.controller import list_messages
 from bot.ledger.tracker import TrackerSource
 from bot.metrics import Metrics
-from bot.sender import get_sender
+from bot.senders.controller import SenderController
 from bot.settings import Settings
 from bot.state import AppState, Lifespan, app_state
 from bot.webhook.controller import WebhookController
@@ -76,7 +76,7 @@ def create_app(
         health,
         metrics,
         me,
-        get_sender,
+        SenderController,
         EmployeeController,
         AnnouncementController,
         WebhookController,

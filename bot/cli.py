@@ -58,6 +58,12 @@ def _token() -> Command:
     return token
 
 
+def _sender() -> Command:
+    from bot.commands import sender
+
+    return sender
+
+
 def _simulator() -> Command:
     from bot.commands import simulator
 
@@ -89,6 +95,7 @@ COMMANDS: tuple[_Entry, ...] = (
     _Entry("worker", "run the dispatcher only (any number, on any number of machines)", _worker),
     _Entry("employer", "manage employers", _employer),
     _Entry("token", "manage API tokens", _token),
+    _Entry("sender", "an employer's own WhatsApp number", _sender),
     _Entry("simulator", "run the WhatsApp Cloud API simulator", _simulator),
     _Entry("demo", "the whole product, running, in one command", _demo),
     _Entry("bench", "benchmarks; print a table, or JSON with --json", _bench),

@@ -211,6 +211,15 @@ class SenderState(msgspec.Struct, kw_only=True):
     backoff_reason: str | None = None
 
 
+class SenderIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An employer's own WhatsApp number: Graph's ids for it, an access token allowed to send from it, a rate."""
+
+    phone_number_id: str
+    waba_id: str
+    access_token: str
+    rate: float = 80.0
+
+
 class Sender(msgspec.Struct, kw_only=True):
     """The WhatsApp number an employer's announcements go out from."""
 

@@ -18,7 +18,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from bot.settings import Settings
+from bot.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -77,12 +77,36 @@ def run_with_engine(url: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
 
 
 def preflight(settings: Settings) -> str:
-    """Refuse to start on an unreachable database or a schema that is behind; returns the URL."""
+    """Refuse to start on an unreachable database, a schema that is behind, or employers' own numbers without
+    the JEM_SECRET_KEY that opens their tokens; returns the URL."""
     from bot.db.migrate import check_schema
 
+    async def check(engine: AsyncEngine) -> None:
+        await check_schema(engine)
+        await check_secret_key(engine, settings)
+
     url = database_url(settings)
-    run_with_engine(url, check_schema)
+    run_with_engine(url, check)
     return url
+
+
+async def check_secret_key(engine: AsyncEngine, settings: Settings) -> None:
+    """Own numbers' tokens are sealed with JEM_SECRET_KEY: without it (or with another one) they cannot be sent
+    from, so a server or worker refuses to start rather than let those employers' deliveries wait unseen."""
+    from bot.crypto import SecretKeyError, TokenBox
+    from bot.db.queries import query
+
+    async with engine.connect() as conn:
+        sealed = (await conn.execute(query("sender_any_token"))).scalar()
+    if sealed is None:
+        return
+    if not settings.secret_key:
+        raise ConfigError("employers have their own WhatsApp numbers: set JEM_SECRET_KEY (the one their tokens were "
+                          "stored with)")  # fmt: skip
+    try:
+        TokenBox(settings.secret_key).open(bytes(sealed))
+    except SecretKeyError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 async def find_employer(conn: AsyncConnection, slug: str) -> int | None:

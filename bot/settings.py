@@ -45,6 +45,7 @@ ENVIRONMENT: tuple[tuple[str, str, str], ...] = (
     ),
     ("WHATSAPP_WABA_ID", "-", "the default sender's WhatsApp Business Account id"),
     ("JEM_WORKERS", "one per core", "`serve` processes sharing the port"),
+    ("JEM_SECRET_KEY", "-", "≥ 32 characters; encrypts employers' own access tokens (required once one has a sender)"),
     ("JEM_PGBOUNCER", "false", "true when DATABASE_URL is PgBouncer in transaction-pooling mode"),
 )
 
@@ -104,6 +105,8 @@ class Settings:
     pgbouncer: bool = False
     # `serve` processes sharing the port; None: one per core.
     workers: int | None = None
+    # Keys derived from it encrypt employers' own access tokens (bot/crypto.py); "" when not configured.
+    secret_key: str = ""
 
     @property
     def server_processes(self) -> int:
@@ -173,6 +176,9 @@ class Settings:
         workers_raw = get("JEM_WORKERS")
         if workers_raw and (not workers_raw.isdigit() or not 1 <= int(workers_raw) <= MAX_WORKERS):
             raise ConfigError(f"JEM_WORKERS must be a number of processes from 1 to {MAX_WORKERS}, got {workers_raw!r}")
+        secret_key = env.get("JEM_SECRET_KEY", "")
+        if secret_key and len(secret_key) < 32:
+            raise ConfigError("JEM_SECRET_KEY must be a secret string of at least 32 characters")
         pgbouncer_raw = get("JEM_PGBOUNCER").lower() or "false"
         if pgbouncer_raw not in _BOOLEANS:
             raise ConfigError(f"JEM_PGBOUNCER must be true or false, got {get('JEM_PGBOUNCER')!r}")
@@ -196,6 +202,7 @@ class Settings:
             retention_days=int(retention_raw),
             pgbouncer=_BOOLEANS[pgbouncer_raw],
             workers=int(workers_raw) if workers_raw else None,
+            secret_key=secret_key,
         )
 
     def replace(self, **changes: object) -> Settings:

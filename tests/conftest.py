@@ -50,7 +50,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 TABLES = (
     "inbound_message, webhook_event, resend_request, delivery, announcement, idempotency_key, "
-    "employee_user_id, identity_change, employee, api_token, employer, worker, send_budget"
+    "employee_user_id, identity_change, employer_choice, sender, employee, api_token, employer, worker, send_budget"
 )
 
 

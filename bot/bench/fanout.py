@@ -620,7 +620,18 @@ class _TimedGraph:
             self._graph.send_text, to=to, text=text, callback_data=callback_data, recipient_user_id=recipient_user_id
         )
 
-    async def _timed(self, send: Any, **kwargs: str | None) -> SendResult:
+    async def send_interactive(
+        self, *, to: str, interactive: dict[str, Any], callback_data: str, recipient_user_id: str | None = None
+    ) -> SendResult:
+        return await self._timed(
+            self._graph.send_interactive,
+            to=to,
+            interactive=interactive,
+            callback_data=callback_data,
+            recipient_user_id=recipient_user_id,
+        )
+
+    async def _timed(self, send: Any, **kwargs: Any) -> SendResult:
         if self.cpu_first is None:
             self.cpu_first = time.process_time()
         started = time.perf_counter()

@@ -150,6 +150,11 @@ class Delivery(Base):
     reply_key: Mapped[str | None] = mapped_column(Text, unique=True)
     # A reply to someone who wrote without their number goes to their business-scoped user id (BSUID).
     recipient_user_id: Mapped[str | None] = mapped_column(Text)
+    # The number it goes out from: set when a reply is queued (the number the employee wrote to), else when the
+    # row is claimed (the employer's own number, or the installation's).
+    phone_number_id: Mapped[str | None] = mapped_column(Text)
+    # A structured reply (an interactive list), sent instead of `body` as text.
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     status: Mapped[str] = mapped_column(Text, server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     next_attempt_at: Mapped[datetime] = _created()
@@ -218,6 +223,11 @@ class InboundMessage(Base):
     # A user with a WhatsApp username may write without their number: then only their BSUID is known.
     from_phone: Mapped[str | None] = mapped_column(Text)
     from_user_id: Mapped[str | None] = mapped_column(Text)
+    # The number it was written to (`metadata.phone_number_id`): an employer's own, or the shared one.
+    phone_number_id: Mapped[str | None] = mapped_column(Text)
+    # Written on the shared number by someone employed at several employers there, without saying which:
+    # kept out of every inbox until they choose (docs/architecture.md#several-numbers).
+    held: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     type: Mapped[str] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
     context_wamid: Mapped[str | None] = mapped_column(Text)
@@ -330,3 +340,35 @@ class IdentityChange(Base):
     new_value: Mapped[str | None] = mapped_column(Text)
     wamid: Mapped[str | None] = mapped_column(Text)
     changed_at: Mapped[datetime] = _created()
+
+
+class Sender(Base):
+    """An employer's own WhatsApp number. Without a row, the employer sends from the installation's number."""
+
+    __tablename__ = "sender"
+
+    employer_id: Mapped[int] = mapped_column(ForeignKey("employer.id", ondelete="CASCADE"), primary_key=True)
+    # One employer per number: a message to it belongs to that employer alone.
+    phone_number_id: Mapped[str] = mapped_column(Text, unique=True)
+    waba_id: Mapped[str] = mapped_column(Text)
+    # Encrypted with a key derived from JEM_SECRET_KEY (bot/crypto.py); never returned, never logged.
+    access_token: Mapped[bytes] = mapped_column(LargeBinary)
+    access_token_hint: Mapped[str] = mapped_column(Text)
+    rate: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _created()
+
+
+class EmployerChoice(Base):
+    """Someone employed at several employers on the shared number said which one they are writing to."""
+
+    __tablename__ = "employer_choice"
+    __table_args__ = (Index("ix_employer_choice_who", "phone", "user_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    phone: Mapped[str | None] = mapped_column(Text)
+    user_id: Mapped[str | None] = mapped_column(Text)
+    phone_number_id: Mapped[str] = mapped_column(Text)
+    employer_id: Mapped[int] = mapped_column(ForeignKey("employer.id", ondelete="CASCADE"))
+    chosen_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -129,22 +129,28 @@ FROM send_budget WHERE phone_number_id = :p;
 -- Claim and outcomes.
 
 -- name: claim
--- Moves up to :n due pending rows to `sending` under a lease of :lease seconds, committed before any network
--- I/O. The employee is looked at again here, at send time: an announcement to someone who opted out or was
--- deactivated since fan-out is `skipped` with the reason, not sent (bot replies still go: a STOP is answered).
+-- Moves up to :n due pending rows that go out from number :pnid to `sending` under a lease of :lease seconds,
+-- committed before any network I/O. The number is resolved here, at claim time: an announcement goes out from
+-- its employer's own number (`sender`) or else the shared one (:default); a reply from the number the employee
+-- wrote to (while that is still an employer's own number). Changing an employer's sender therefore changes what
+-- is not sent yet, and the row records the number it went out from. The employee is looked at again here, at
+-- send time: an announcement to someone who opted out or was deactivated since fan-out is `skipped` with the
+-- reason, not sent (bot replies still go: a STOP is answered).
 WITH due AS (
-  SELECT id FROM delivery
-  WHERE status = 'pending' AND next_attempt_at <= now()
-  ORDER BY next_attempt_at, id
-  LIMIT :n
-  FOR UPDATE SKIP LOCKED
-),
-checked AS (
-  SELECT due.id,
+  SELECT d.id,
          CASE WHEN d.kind <> 'announcement' THEN NULL
               WHEN NOT e.active THEN 'inactive'
               WHEN e.opted_out_at IS NOT NULL THEN 'opted_out' END AS skip
-  FROM due JOIN delivery d ON d.id = due.id JOIN employee e ON e.id = d.employee_id
+  FROM delivery d
+  JOIN employee e ON e.id = d.employee_id
+  LEFT JOIN sender own ON own.employer_id = e.employer_id
+  LEFT JOIN sender wrote ON wrote.phone_number_id = d.phone_number_id
+  WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+    AND COALESCE(CASE WHEN d.kind = 'reply' THEN wrote.phone_number_id ELSE own.phone_number_id END,
+                 CAST(:default AS text)) = CAST(:pnid AS text)
+  ORDER BY d.next_attempt_at, d.id
+  LIMIT :n
+  FOR UPDATE OF d SKIP LOCKED
 ),
 claimed AS (
   UPDATE delivery d SET
@@ -155,13 +161,14 @@ claimed AS (
     claims = d.claims + 1,
     attempts = d.attempts + CASE WHEN c.skip IS NULL THEN 1 ELSE 0 END,
     lease_until = CASE WHEN c.skip IS NULL THEN clock_timestamp() + make_interval(secs => :lease) END,
+    phone_number_id = CASE WHEN c.skip IS NULL THEN CAST(:pnid AS text) ELSE d.phone_number_id END,
     updated_at = now()
-  FROM checked c
+  FROM due c
   WHERE d.id = c.id
-  RETURNING d.id, d.kind, d.status, d.announcement_id, d.employee_id, d.body, d.attempts, d.claims,
+  RETURNING d.id, d.kind, d.status, d.announcement_id, d.employee_id, d.body, d.payload, d.attempts, d.claims,
             d.recipient_user_id
 )
-SELECT c.id, c.kind, c.status, c.announcement_id, c.attempts, c.claims, e.phone, c.recipient_user_id,
+SELECT c.id, c.kind, c.status, c.announcement_id, c.attempts, c.claims, e.phone, c.recipient_user_id, c.payload,
        COALESCE(a.message, c.body) AS text
 FROM claimed c
 JOIN employee e ON e.id = c.employee_id
@@ -169,7 +176,7 @@ LEFT JOIN announcement a ON a.id = c.announcement_id;
 
 -- name: record_sent
 -- Meta accepted these sends: (delivery id, wamid, the recipient's business-scoped user id when the answer named
--- it) each. A wamid is proof, so it moves the row to `sent` from wherever it waits: still `sending`, reaped to
+-- it) each, sent from the number the claim recorded on the row. A wamid is proof, so it moves the row to `sent` from wherever it waits: still `sending`, reaped to
 -- `unknown` because this write came after the lease, queued again by resend-unknown, even being sent again by a
 -- newer claim or skipped at that claim (the employee got this message before opting out). The outcome writes of
 -- any other claim of the row are then no-ops: they only touch a row without a wamid. A row Meta's statuses moved
@@ -192,10 +199,10 @@ sent AS (
     updated_at = now()
   FROM v JOIN locked l ON l.id = v.id
   WHERE d.id = v.id
-  RETURNING d.id, d.employee_id
+  RETURNING d.id, d.employee_id, d.phone_number_id
 )
 INSERT INTO employee_user_id (employee_id, phone_number_id, user_id, learned_from)
-SELECT DISTINCT s.employee_id, :pnid, v.user_id, 'send'
+SELECT DISTINCT s.employee_id, COALESCE(s.phone_number_id, CAST(:default AS text)), v.user_id, 'send'
 FROM sent s JOIN v ON v.id = s.id
 WHERE v.user_id IS NOT NULL
 ON CONFLICT (employee_id, phone_number_id, user_id) DO NOTHING;
@@ -409,10 +416,14 @@ WHERE id = :id AND kind = 'announcement' AND status NOT IN ('cancelled', 'skippe
 RETURNING id;
 
 -- name: queue_reply
--- A bot reply (STOP/START/HELP answer) is a delivery too; reply_key makes a redelivered webhook a no-op.
--- :recipient_user_id is set when the person wrote without their number: the reply goes to their user id.
-INSERT INTO delivery (employer_id, employee_id, kind, body, reply_key, status, recipient_user_id)
-VALUES (:employer_id, :employee_id, 'reply', :body, :reply_key, 'pending', :recipient_user_id)
+-- A bot reply (STOP/START/HELP answer, the question which employer a message is for) is a delivery too;
+-- reply_key makes a redelivered webhook a no-op. :recipient_user_id is set when the person wrote without their
+-- number: the reply goes to their user id. :pnid is the employer's own number they wrote to (NULL: the shared
+-- one): the reply goes out from it. :payload, when set, is an interactive message sent instead of the text.
+INSERT INTO delivery (employer_id, employee_id, kind, body, reply_key, status, recipient_user_id, phone_number_id,
+                      payload)
+VALUES (:employer_id, :employee_id, 'reply', :body, :reply_key, 'pending', :recipient_user_id, :pnid,
+        CAST(:payload AS jsonb))
 ON CONFLICT (reply_key) DO NOTHING
 RETURNING id;
 
@@ -632,49 +643,72 @@ WHERE employer_id = :employer_id AND key = :key AND state = 'running' AND locked
 -- ---------------------------------------------------------------------------------------------------------
 -- Employees' messages (the webhook) and the inbox.
 
+-- name: inbound_people
+-- Every employee a message's sender is (by number, and by a current business-scoped user id), with what routing
+-- needs: their employer's name and own number (NULL: the employer uses the shared one), and when we last
+-- messaged them. Most recently messaged first.
+SELECT emp.id, emp.employer_id, emp.active, er.name AS employer_name, s.phone_number_id AS own_number
+FROM employee emp
+JOIN employer er ON er.id = emp.employer_id
+LEFT JOIN sender s ON s.employer_id = emp.employer_id
+LEFT JOIN LATERAL (SELECT max(created_at) AS last FROM delivery x WHERE x.employee_id = emp.id) l ON true
+WHERE emp.id IN (SELECT id FROM employee WHERE phone = CAST(:phone AS text)
+                 UNION
+                 SELECT employee_id FROM employee_user_id WHERE user_id = CAST(:uid AS text) AND superseded_at IS NULL)
+ORDER BY l.last DESC NULLS LAST, emp.id DESC;
+
+-- name: inbound_quoted
+-- The announcement a message answers: the one whose wamid is its `context.id`, else the one its quick-reply
+-- payload names (`ack:<id>`), which only counts when that delivery went to this very person (:who).
+SELECT x.id, x.announcement_id, x.employer_id, x.employee_id FROM delivery x
+WHERE x.kind = 'announcement'
+  AND (x.wamid = CAST(:ctx AS text) OR (x.id = CAST(:ack AS bigint) AND x.employee_id = ANY(CAST(:who AS bigint[]))))
+ORDER BY x.wamid = CAST(:ctx AS text) DESC NULLS LAST
+LIMIT 1;
+
 -- name: inbound_insert
--- The message, stored once by its wamid, with the delivery it answers: the announcement whose wamid is its
--- `context.id`, else the one its quick-reply payload names (`ack:<id>`), which only counts when that delivery
--- went to this very person. The sender is known by number, by business-scoped user id (:uid; someone with a
--- WhatsApp username may send only that), or both; the employee is the one of that delivery's employer, else
--- the most recently messaged employee who is that person.
-INSERT INTO inbound_message (wamid, employer_id, employee_id, from_phone, from_user_id, type, text, context_wamid,
-                             announcement_id, delivery_id, payload)
-SELECT :wamid, e.employer_id, e.id, :phone, :uid, :type, :text, :ctx, d.announcement_id, d.id, CAST(:p AS jsonb)
-FROM (SELECT ARRAY(
-        SELECT emp.id FROM employee emp WHERE emp.phone = CAST(:phone AS text)
-        UNION
-        SELECT u.employee_id FROM employee_user_id u WHERE u.user_id = CAST(:uid AS text) AND u.superseded_at IS NULL
-      ) AS ids) who
-LEFT JOIN LATERAL (
-    SELECT x.id, x.announcement_id, x.employer_id FROM delivery x
-    WHERE x.kind = 'announcement'
-      AND (x.wamid = CAST(:ctx AS text) OR (x.id = CAST(:ack AS bigint) AND x.employee_id = ANY(who.ids)))
-    ORDER BY x.wamid = CAST(:ctx AS text) DESC NULLS LAST
-    LIMIT 1
-) d ON true
-LEFT JOIN LATERAL (
-    SELECT emp.id, emp.employer_id FROM employee emp
-    LEFT JOIN LATERAL (SELECT max(created_at) AS last FROM delivery x WHERE x.employee_id = emp.id) l ON true
-    WHERE emp.id = ANY(who.ids)
-    ORDER BY (emp.employer_id = d.employer_id) DESC NULLS LAST, l.last DESC NULLS LAST, emp.id DESC
-    LIMIT 1
-) e ON true
+-- The message, stored once by its wamid, filed with the employer and employee routing chose (NULL: nobody's,
+-- or `held` until the sender says which employer it is for).
+INSERT INTO inbound_message (wamid, employer_id, employee_id, from_phone, from_user_id, phone_number_id, held, type,
+                             text, context_wamid, announcement_id, delivery_id, payload)
+VALUES (:wamid, :employer_id, :employee_id, :phone, :uid, :pnid, :held, :type, :text, :ctx, :announcement_id,
+        :delivery_id, CAST(:p AS jsonb))
 ON CONFLICT (wamid) DO NOTHING
-RETURNING employer_id, employee_id, delivery_id;
+RETURNING id;
+
+-- name: employer_choice_current
+-- Which employer this person said their messages on this number are for, while that choice lasts.
+SELECT employer_id FROM employer_choice
+WHERE phone_number_id = :pnid AND expires_at > now()
+  AND (phone = CAST(:phone AS text) OR user_id = CAST(:uid AS text))
+ORDER BY chosen_at DESC
+LIMIT 1;
+
+-- name: employer_choice_insert
+INSERT INTO employer_choice (phone, user_id, phone_number_id, employer_id, expires_at)
+VALUES (:phone, :uid, :pnid, :e, now() + make_interval(secs => :ttl));
+
+-- name: inbound_held_before
+-- Is an earlier message from this person on this number still waiting for their choice? Then they were asked.
+SELECT EXISTS (
+  SELECT 1 FROM inbound_message
+  WHERE held AND wamid <> :wamid AND COALESCE(phone_number_id, '') = :pnid
+    AND (from_phone = CAST(:phone AS text) OR from_user_id = CAST(:uid AS text)));
+
+-- name: inbound_file_held
+-- The person chose: their held messages on this number go to that employer's inbox.
+UPDATE inbound_message SET employer_id = :e, employee_id = :employee_id, held = false
+WHERE held AND COALESCE(phone_number_id, '') = :pnid
+  AND (from_phone = CAST(:phone AS text) OR from_user_id = CAST(:uid AS text));
 
 -- name: employee_opt_out
--- STOP: the person opts out at every employer (the number is shared by all of them): every employee with this
--- number, and every employee this business-scoped user id is known for.
+-- STOP: these employees (the sender, at every employer the number written to serves) opt out.
 UPDATE employee SET opted_out_at = now(), updated_at = now()
-WHERE opted_out_at IS NULL
-  AND (phone = CAST(:p AS text)
-       OR id IN (SELECT employee_id FROM employee_user_id WHERE user_id = CAST(:uid AS text) AND superseded_at IS NULL));
+WHERE opted_out_at IS NULL AND id = ANY(CAST(:ids AS bigint[]));
 
 -- name: employee_opt_in
 UPDATE employee SET opted_out_at = NULL, updated_at = now()
-WHERE phone = CAST(:p AS text)
-   OR id IN (SELECT employee_id FROM employee_user_id WHERE user_id = CAST(:uid AS text) AND superseded_at IS NULL);
+WHERE opted_out_at IS NOT NULL AND id = ANY(CAST(:ids AS bigint[]));
 
 -- name: user_id_from_message
 -- A message naming both the sender's number and their business-scoped user id proves the user id is theirs.
@@ -771,3 +805,38 @@ ON CONFLICT (employer_id, phone) DO NOTHING;
 -- name: dispatchers_alive
 -- Dispatchers (inside `serve` or `jem-bot worker`, on any machine) whose heartbeat has not expired.
 SELECT count(*) FROM worker WHERE stopped_at IS NULL AND expires_at > now();
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Senders: an employer's own WhatsApp number (docs/architecture.md#several-numbers).
+
+-- name: sender_get
+SELECT phone_number_id, waba_id, access_token_hint, rate FROM sender WHERE employer_id = :e;
+
+-- name: sender_put
+-- One employer per number: another employer's number is a unique violation (409).
+INSERT INTO sender (employer_id, phone_number_id, waba_id, access_token, access_token_hint, rate)
+VALUES (:e, :p, :w, :token, :hint, :rate)
+ON CONFLICT (employer_id) DO UPDATE SET
+  phone_number_id = EXCLUDED.phone_number_id, waba_id = EXCLUDED.waba_id, access_token = EXCLUDED.access_token,
+  access_token_hint = EXCLUDED.access_token_hint, rate = EXCLUDED.rate, updated_at = now()
+RETURNING phone_number_id, waba_id, access_token_hint, rate;
+
+-- name: sender_unpause
+-- A new token for the number: a pause its old token caused (190, expired or revoked) is over.
+UPDATE send_budget SET paused_until = NULL, pause_reason = NULL WHERE phone_number_id = :p AND paused_until IS NOT NULL;
+
+-- name: sender_delete
+DELETE FROM sender WHERE employer_id = :e;
+
+-- name: senders_all
+-- Every own number, with what a dispatcher needs to send from it.
+SELECT employer_id, phone_number_id, access_token, rate FROM sender ORDER BY phone_number_id;
+
+-- name: sender_any_token
+-- One sealed token, to check at start-up that JEM_SECRET_KEY opens it.
+SELECT access_token FROM sender LIMIT 1;
+
+-- name: sender_of_number
+-- The employer whose own number this is, if any: a message to it belongs to that employer alone.
+SELECT employer_id FROM sender WHERE phone_number_id = :p;

@@ -12,12 +12,15 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.crypto import SecretKeyError, TokenBox
 from bot.db.engine import asyncpg_dsn
+from bot.db.queries import query
 from bot.graph.client import SendResult
 from bot.graph.errors import AmbiguousError, NotSentError, RejectedError, SendingPausedError
 from bot.graph.protocol import GraphSender
@@ -62,6 +65,21 @@ def _why(exc: BaseException) -> str:
     return type(orig if orig is not None else exc).__name__
 
 
+@dataclass(slots=True)
+class Route:
+    """A number deliveries go out from: the installation's shared one, or an employer's own."""
+
+    phone_number_id: str
+    rate: float
+    graph: GraphSender
+    # Monotonic time before which claiming for this number is pointless (drained, backed off, paused).
+    next_claim: float = 0.0
+
+
+# Builds the Graph sender for an employer's own number from its id and (decrypted) access token.
+SenderFactory = Callable[[str, str], GraphSender]
+
+
 def _set_on_close(event: asyncio.Event, _conn: object) -> None:
     event.set()
 
@@ -77,7 +95,7 @@ class _SentWriter:
 
     def __init__(
         self,
-        write: Callable[[list[tuple[int, str, str | None]]], Awaitable[None]],
+        write: Callable[[list[tuple[int, str, str | None, str]]], Awaitable[None]],
         durably: Callable[[str, Callable[[], Awaitable[object]]], Awaitable[None]],
         *,
         delay: float,
@@ -87,12 +105,12 @@ class _SentWriter:
         self._durably = durably
         self._delay = delay
         self._limit = limit
-        self._batch: list[tuple[int, str, str | None, asyncio.Future[None]]] = []
+        self._batch: list[tuple[int, str, str | None, str, asyncio.Future[None]]] = []
         self.writes = 0
 
-    async def record(self, delivery_id: int, wamid: str, user_id: str | None = None) -> None:
+    async def record(self, delivery_id: int, wamid: str, user_id: str | None, phone_number_id: str) -> None:
         done = asyncio.get_running_loop().create_future()
-        self._batch.append((delivery_id, wamid, user_id, done))
+        self._batch.append((delivery_id, wamid, user_id, phone_number_id, done))
         if len(self._batch) >= self._limit:
             await self._flush()
         elif len(self._batch) == 1:
@@ -104,7 +122,7 @@ class _SentWriter:
         batch, self._batch = self._batch, []
         if not batch:
             return
-        rows = [(i, w, u) for i, w, u, _ in batch]
+        rows = [(i, w, u, p) for i, w, u, p, _ in batch]
         try:
             await self._durably(f"{len(rows)} accepted send(s)", lambda: self._write(rows))
             error: BaseException | None = None
@@ -141,10 +159,10 @@ class Dispatcher:
         concurrency: int | None = None,
         outcome_delay: float = OUTCOME_DELAY,
         listen_url: str | None = None,
+        sender_factory: SenderFactory | None = None,
     ) -> None:
         self._settings = settings
         self._sm = sessionmaker
-        self._graph = graph
         self._metrics = metrics
         self.worker_id = worker_id or f"w-{uuid.uuid4().hex[:12]}"
         self._concurrency = concurrency or settings.dispatcher_concurrency
@@ -167,6 +185,11 @@ class Dispatcher:
         self.claims = 0  # claim transactions that returned rows (the benchmark reports claims/s)
         self.claimed = 0
         self._phone = settings.whatsapp_phone_number_id or "default"
+        # The shared number first; employers' own numbers join from the database (`_refresh_routes`). Without a
+        # factory (tests, benchmarks) only the shared number is served.
+        self._routes: dict[str, Route] = {self._phone: Route(self._phone, settings.send_rate, graph)}
+        self._sender_factory = sender_factory
+        self._own_tokens: dict[str, bytes] = {}
         self._trackers = TrackerSource(sessionmaker)
         self._tracker: Tracker | None = None
         self._writer = _SentWriter(self._write_sent, self._durably, delay=outcome_delay, limit=OUTCOME_BATCH)
@@ -194,12 +217,17 @@ class Dispatcher:
         """Look at the ledger now: fan out, claim (called when PostgreSQL says work is due)."""
         self.wakeups += 1
         self._next_housekeeping = 0.0
+        for route in self._routes.values():
+            route.next_claim = 0.0
         self._wake.set()
 
     async def run_once(self) -> int:
         """One full pass: heartbeat and reap, fan out, claim and start sends, complete announcements."""
         await self._liveness()
+        await self._refresh_routes()
         await fanout.fan_out_due(self._sm)
+        for route in self._routes.values():  # a full pass looks at every number, drained or not
+            route.next_claim = 0.0
         rows, _ = await self._claim()
         await completion.complete_finished(self._sm)
         return rows
@@ -313,11 +341,43 @@ class Dispatcher:
         # as many round trips as the claims themselves. The next time is set first: a wake-up that arrives while
         # this runs (work committed just after our fan-out looked) must not be overwritten.
         self._next_housekeeping = time.monotonic() + self._settings.dispatcher_poll_interval
+        await self._refresh_routes()
         await fanout.fan_out_due(self._sm)
         await completion.complete_finished(self._sm)
 
+    async def _refresh_routes(self) -> None:
+        """Employers' own numbers, as the database has them now: a changed sender affects what is not yet sent."""
+        if self._sender_factory is None:
+            return
+        async with self._sm() as s:
+            rows = (await s.execute(query("senders_all"))).all()
+        current = {r.phone_number_id: r for r in rows}
+        for pnid in [p for p in self._routes if p != self._phone and p not in current]:
+            del self._routes[pnid]
+            self._own_tokens.pop(pnid, None)
+        if not current:
+            return
+        if not self._settings.secret_key:
+            log.error("employers have their own numbers but JEM_SECRET_KEY is not set: their deliveries wait")
+            return
+        box = TokenBox(self._settings.secret_key)
+        for pnid, row in current.items():
+            sealed = bytes(row.access_token)
+            route = self._routes.get(pnid)
+            if route is not None and self._own_tokens.get(pnid) == sealed:
+                route.rate = float(row.rate)
+                continue
+            try:
+                graph = self._sender_factory(pnid, box.open(sealed))
+            except SecretKeyError as exc:
+                log.error("own number of employer %s: %s; its deliveries wait", row.employer_id, exc)
+                continue
+            self._routes[pnid] = Route(pnid, float(row.rate), graph, 0.0 if route is None else route.next_claim)
+            self._own_tokens[pnid] = sealed
+
     async def _claim(self) -> tuple[int, float]:
-        """Claim what the free slots and the budget allow and start sending it; returns (rows, seconds to pause)."""
+        """Claim what the free slots and each number's budget allow and start sending it; returns (rows, seconds
+        until claiming again could find anything)."""
         if self._tracker is None:
             self._tracker = await self._trackers.get()
         if self._orphans_possible:
@@ -326,14 +386,30 @@ class Dispatcher:
             if released:
                 log.warning("dispatcher %s: %d claimed row(s) that were never sent went back to pending",
                             self.worker_id, len(released))  # fmt: skip
-        want = min(self._settings.dispatcher_batch_size, self._concurrency - self._in_flight)
+        claimed = 0
+        for route in list(self._routes.values()):
+            now = time.monotonic()
+            if route.next_claim > now:
+                continue
+            room = self._concurrency - self._in_flight
+            if room <= 0:
+                break
+            rows, pause = await self._claim_for(route, min(self._settings.dispatcher_batch_size, room))
+            claimed += rows
+            route.next_claim = now + pause
+        soonest = min(route.next_claim for route in self._routes.values())
+        return claimed, max(0.0, soonest - time.monotonic())
+
+    async def _claim_for(self, route: Route, want: int) -> tuple[int, float]:
+        """One number's claim; returns (rows, seconds before claiming for it again is worthwhile)."""
         try:
             batch = await claim.claim_within_budget(
                 self._sm,
                 me=self.worker_id,
                 n=want,
-                phone_number_id=self._phone,
-                rate=self._settings.send_rate,
+                phone_number_id=route.phone_number_id,
+                default_phone_number_id=self._phone,
+                rate=route.rate,
                 lease=self._settings.lease_seconds,
             )
         except BaseException:
@@ -345,10 +421,11 @@ class Dispatcher:
             self.claims += 1
             self.claimed += len(rows)
         tracker = self._tracker
+        assert tracker is not None
         for row in rows:
             self._in_flight += 1
             self._holding.add(row.id)
-            task = asyncio.create_task(self._send(row, tracker))
+            task = asyncio.create_task(self._send(row, tracker, route))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if batch.skipped:
@@ -393,27 +470,34 @@ class Dispatcher:
             await asyncio.sleep(delay)
             delay = min(delay * 2, WRITE_RETRY_CAP)
 
-    async def _write_sent(self, rows: list[tuple[int, str, str | None]]) -> None:
-        await outcome.record_sent_many(self._sm, sent=rows, phone_number_id=self._phone)
+    async def _write_sent(self, rows: list[tuple[int, str, str | None, str]]) -> None:
+        await outcome.record_sent_many(self._sm, sent=rows, default_phone_number_id=self._phone)
 
-    async def _send(self, row: claim.Claimed, tracker: Tracker) -> None:
+    async def _send(self, row: claim.Claimed, tracker: Tracker, route: Route) -> None:
         try:
-            await self._send_and_record(row, tracker)
+            await self._send_and_record(row, tracker, route)
         finally:
             self._holding.discard(row.id)
 
-    async def _call(self, row: claim.Claimed, tracker: Tracker) -> SendResult:
+    async def _call(self, row: claim.Claimed, tracker: Tracker, graph: GraphSender) -> SendResult:
         res: SendResult
         try:
-            if row.kind == "reply":
-                res = await self._graph.send_text(
+            if row.payload is not None:
+                res = await graph.send_interactive(
+                    to=row.phone,
+                    interactive=row.payload,
+                    callback_data=tracker.make(row.id),
+                    recipient_user_id=row.recipient_user_id,
+                )
+            elif row.kind == "reply":
+                res = await graph.send_text(
                     to=row.phone,
                     text=row.text,
                     callback_data=tracker.make(row.id),
                     recipient_user_id=row.recipient_user_id,
                 )
             else:
-                res = await self._graph.send_announcement(
+                res = await graph.send_announcement(
                     to=row.phone, text=row.text, callback_data=tracker.make(row.id), ack_payload=f"ack:{row.id}"
                 )
             return res
@@ -422,12 +506,12 @@ class Dispatcher:
             if self._waiting_for_slot and self._concurrency - self._in_flight >= self._min_room:
                 self._wake.set()
 
-    async def _send_and_record(self, row: claim.Claimed, tracker: Tracker) -> None:
-        sm, what = self._sm, f"the outcome of delivery {row.id}"
+    async def _send_and_record(self, row: claim.Claimed, tracker: Tracker, route: Route) -> None:
+        sm, what, phone = self._sm, f"the outcome of delivery {row.id}", route.phone_number_id
         try:
-            res = await self._call(row, tracker)
+            res = await self._call(row, tracker, route.graph)
         except SendingPausedError as exc:
-            pause = partial(budget.pause, sm, phone_number_id=self._phone, seconds=PAUSE_SECONDS, reason=exc.title)
+            pause = partial(budget.pause, sm, phone_number_id=phone, seconds=PAUSE_SECONDS, reason=exc.title)
             await self._durably("a sender pause", pause)
             log.error("sending paused by Meta (code %s: %s); retrying in %.0f s", exc.code, exc.title, PAUSE_SECONDS)
             retry = partial(self._retry, row, delay=PAUSE_SECONDS, spent=False, code=exc.code, title=exc.title)
@@ -435,7 +519,7 @@ class Dispatcher:
             self._count("paused")
             return
         except NotSentError as exc:
-            await self._not_sent(row, exc)
+            await self._not_sent(row, exc, route)
             return
         except RejectedError as exc:
             fail = partial(outcome.record_failed, sm, id=row.id, claim=row.claim, code=exc.code, title=exc.title)
@@ -455,18 +539,18 @@ class Dispatcher:
             await self._durably(what, partial(outcome.record_unknown, sm, id=row.id, claim=row.claim, title=title))
             self._count("unknown")
             return
-        await self._writer.record(row.id, res.wamid, res.user_id)
+        await self._writer.record(row.id, res.wamid, res.user_id, phone)
         self._sent += 1
         self._count("sent")
 
-    async def _not_sent(self, row: claim.Claimed, exc: NotSentError) -> None:
+    async def _not_sent(self, row: claim.Claimed, exc: NotSentError, route: Route) -> None:
         what = f"the outcome of delivery {row.id}"
         retry = partial(self._retry, row, code=exc.code, title=exc.title)
         if exc.scope == "sender":
             # Not this recipient's problem: the whole sender waits (shared by every worker), and the attempt is
             # given back, so an outage of any length fails nobody.
             reason = f"{exc.title} (code {exc.code})" if exc.code is not None else exc.title
-            waits = await self._back_off(reason, exc.retry_after)
+            waits = await self._back_off(route.phone_number_id, reason, exc.retry_after)
             log.warning("sender backed off for %.1f s: %s", waits, reason)
             await self._durably(what, partial(retry, delay=waits, spent=False))
         elif exc.scope == "recipient":
@@ -484,14 +568,14 @@ class Dispatcher:
             await self._durably(what, partial(retry, delay=LOCAL_RETRY_DELAY, spent=False))
         self._count("retry")
 
-    async def _back_off(self, reason: str, retry_after: float | None) -> float:
+    async def _back_off(self, phone_number_id: str, reason: str, retry_after: float | None) -> float:
         waits = 0.0
 
         async def write() -> None:
             nonlocal waits
             waits = await budget.back_off(
                 self._sm,
-                phone_number_id=self._phone,
+                phone_number_id=phone_number_id,
                 reason=reason,
                 retry_after=retry_after,
                 base=self._settings.sender_backoff_base,

@@ -14,6 +14,7 @@ def dispatcher_lifespan(settings: Settings) -> Callable[[Any], AbstractAsyncCont
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         from bot.dispatch.dispatcher import Dispatcher
+        from bot.dispatch.worker import own_number_senders
         from bot.graph.client import GraphClient, make_http_client
 
         # One connection per send in flight: fewer would queue sends behind each other in the pool.
@@ -21,7 +22,14 @@ def dispatcher_lifespan(settings: Settings) -> Callable[[Any], AbstractAsyncCont
         graph = GraphClient.for_settings(http, settings, metrics=app.state.metrics)
         # Behind PgBouncer's transaction pooling a LISTEN would hear nothing: poll only.
         listen_url = None if settings.pgbouncer else app.state.database_url
-        d = Dispatcher(settings, app.state.sessionmaker, graph, metrics=app.state.metrics, listen_url=listen_url)
+        d = Dispatcher(
+            settings,
+            app.state.sessionmaker,
+            graph,
+            metrics=app.state.metrics,
+            listen_url=listen_url,
+            sender_factory=own_number_senders(http, settings, app.state.metrics),
+        )
         app.state.dispatcher = d
         task = asyncio.create_task(d.run())
         try:

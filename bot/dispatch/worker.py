@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bot.settings import Settings
 
 if TYPE_CHECKING:
-    from bot.dispatch.dispatcher import Dispatcher
+    from bot.dispatch.dispatcher import Dispatcher, SenderFactory
     from bot.graph.client import GraphClient
     from bot.graph.protocol import GraphSender
 
@@ -26,6 +26,18 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:  # pragma: no cover - Windows, where uvloop does not exist
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def own_number_senders(http: Any, settings: Settings, metrics: Any) -> SenderFactory:
+    """Graph clients for employers' own numbers, sharing the dispatcher's connection pool (one host: Graph)."""
+    from bot.graph.client import GraphClient
+
+    def make(phone_number_id: str, access_token: str) -> GraphSender:
+        return GraphClient.for_number(
+            http, settings, phone_number_id=phone_number_id, access_token=access_token, metrics=metrics
+        )
+
+    return make
 
 
 @asynccontextmanager
@@ -58,6 +70,7 @@ async def open_dispatcher(
             concurrency=concurrency,
             # Behind PgBouncer's transaction pooling a LISTEN would hear nothing: poll only.
             listen_url=None if settings.pgbouncer else url,
+            sender_factory=own_number_senders(http, settings, metrics),
         )
     finally:
         await http.aclose()

@@ -11,7 +11,7 @@ import httpx
 import msgspec
 
 from bot.graph.errors import AmbiguousError, classify_error_envelope, map_transport_errors, parse_retry_after
-from bot.graph.messages import template_message, text_message
+from bot.graph.messages import interactive_message, template_message, text_message
 from bot.graph.transport import KEEPALIVE_SECONDS, AiohttpTransport, make_fast_transport
 from bot.metrics import Metrics
 from bot.phones import user_id as valid_user_id
@@ -68,6 +68,27 @@ class GraphClient:
         self._deadline = deadline
 
     @classmethod
+    def for_number(
+        cls,
+        http: httpx.AsyncClient,
+        settings: Settings,
+        *,
+        phone_number_id: str,
+        access_token: str,
+        metrics: Metrics | None = None,
+    ) -> GraphClient:
+        """The client for an employer's own number: its id and token, the installation's API URL and template."""
+        return cls(
+            http,
+            api_url=settings.whatsapp_api_url,
+            phone_number_id=phone_number_id,
+            access_token=access_token,
+            template=settings.whatsapp_template,
+            metrics=metrics,
+            deadline=settings.graph_timeout,
+        )
+
+    @classmethod
     def for_settings(
         cls, http: httpx.AsyncClient, settings: Settings, *, metrics: Metrics | None = None
     ) -> GraphClient:
@@ -111,6 +132,15 @@ class GraphClient:
         """Send a free-form text (bot replies, inside the 24 h customer-service window); to the business-scoped
         user id instead of the number when one is given (someone who wrote without their number)."""
         body = text_message(to=to, text=text, callback_data=callback_data, recipient_user_id=recipient_user_id)
+        return await self._post(body)
+
+    async def send_interactive(
+        self, *, to: str, interactive: dict[str, Any], callback_data: str, recipient_user_id: str | None = None
+    ) -> SendResult:
+        """Send an interactive message (the list asking which employer a message is for)."""
+        body = interactive_message(
+            to=to, interactive=interactive, callback_data=callback_data, recipient_user_id=recipient_user_id
+        )
         return await self._post(body)
 
     async def _post(self, body: dict[str, Any]) -> SendResult:

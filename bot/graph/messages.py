@@ -38,6 +38,27 @@ def text_message(*, to: str, text: str, callback_data: str, recipient_user_id: s
     return {**envelope, "type": "text", "text": {"preview_url": False, "body": text}}
 
 
+def interactive_message(
+    *, to: str, interactive: dict[str, Any], callback_data: str, recipient_user_id: str | None = None
+) -> dict[str, Any]:
+    """An interactive message (a list to choose from; only delivered inside the 24 h customer-service window).
+    ``interactive`` is the `interactive` object as Graph takes it (docs/whatsapp.md#interactive-lists)."""
+    return {**_envelope(to, callback_data, recipient_user_id), "type": "interactive", "interactive": interactive}
+
+
+def choice_list(*, body: str, button: str, rows: list[tuple[str, str]]) -> dict[str, Any]:
+    """The `interactive` object of a one-section list: (id, title) rows. Graph's limits (docs/whatsapp.md):
+    at most 10 rows, titles of 24 characters, ids of 200, a button label of 20, a body of 1,024."""
+    return {
+        "type": "list",
+        "body": {"text": body[:1024]},
+        "action": {
+            "button": button[:20],
+            "sections": [{"title": "Employers", "rows": [{"id": i[:200], "title": t[:24]} for i, t in rows[:10]]}],
+        },
+    }
+
+
 def template_message(
     *, to: str, template: Template, text: str, callback_data: str, ack_payload: str | None = None
 ) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.graph.client import SendResult
 
@@ -14,4 +14,8 @@ class GraphSender(Protocol):
 
     async def send_text(
         self, *, to: str, text: str, callback_data: str, recipient_user_id: str | None = None
+    ) -> SendResult: ...
+
+    async def send_interactive(
+        self, *, to: str, interactive: dict[str, Any], callback_data: str, recipient_user_id: str | None = None
     ) -> SendResult: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,6 +23,8 @@ class Claimed:
     text: str
     # Set for a reply to someone who wrote without their number: send to their business-scoped user id.
     recipient_user_id: str | None = None
+    # A structured reply (the interactive list asking which employer a message is for), sent instead of text.
+    payload: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +37,21 @@ class Batch:
     skipped: int = 0
 
 
-async def claim_in(session: AsyncSession, *, me: str, n: int, lease: float) -> tuple[list[Claimed], int]:
-    """Claimed rows to send, and how many due rows were skipped instead."""
+async def claim_in(
+    session: AsyncSession, *, me: str, n: int, lease: float, phone_number_id: str, default_phone_number_id: str
+) -> tuple[list[Claimed], int]:
+    """Claimed rows to send from ``phone_number_id``, and how many due rows were skipped instead.
+
+    ``default_phone_number_id`` is the shared number: what every employer without its own number sends from.
+    """
     if n <= 0:
         return [], 0
-    rows = (await session.execute(query("claim"), {"me": me, "n": n, "lease": lease})).all()
+    params = {"me": me, "n": n, "lease": lease, "pnid": phone_number_id, "default": default_phone_number_id}
+    rows = (await session.execute(query("claim"), params)).all()
     claimed = [
-        Claimed(r.id, r.kind, r.announcement_id, r.attempts, r.claims, r.phone, r.text or "", r.recipient_user_id)
+        Claimed(
+            r.id, r.kind, r.announcement_id, r.attempts, r.claims, r.phone, r.text or "", r.recipient_user_id, r.payload
+        )
         for r in rows
         if r.status == "sending"
     ]
@@ -55,16 +66,26 @@ async def claim_within_budget(
     phone_number_id: str,
     rate: float,
     lease: float,
+    default_phone_number_id: str | None = None,
 ) -> Batch:
-    """Take up to ``n`` send tokens, claim at most that many due rows, and return the tokens no send used.
+    """Take up to ``n`` send tokens of number ``phone_number_id``, claim at most that many due rows going out from
+    it, and return the tokens no send used.
 
-    One transaction, committed before any network I/O: a failed claim consumes no tokens, and an idle
+    ``default_phone_number_id`` is the shared number (None: ``phone_number_id`` is it). One transaction,
+    committed before any network I/O: a failed claim consumes no tokens, and an idle
     dispatcher polling the ledger does not drain the budget other dispatchers are sending on.
     """
     if n <= 0:
         return Batch([], 0, 0.0)
     async with sessionmaker() as s, s.begin():
         grant = await budget.take_in(s, phone_number_id=phone_number_id, want=n, rate=rate)
-        rows, skipped = await claim_in(s, me=me, n=grant.tokens, lease=lease)
+        rows, skipped = await claim_in(
+            s,
+            me=me,
+            n=grant.tokens,
+            lease=lease,
+            phone_number_id=phone_number_id,
+            default_phone_number_id=default_phone_number_id or phone_number_id,
+        )
         await budget.give_back_in(s, phone_number_id=phone_number_id, n=grant.tokens - len(rows), rate=rate)
     return Batch(rows, grant.tokens, grant.blocked_for, skipped)

@@ -24,15 +24,15 @@ async def _run(sm: async_sessionmaker[AsyncSession], statement: TextClause, para
 async def record_sent_many(
     sm: async_sessionmaker[AsyncSession],
     *,
-    sent: Sequence[tuple[int, str] | tuple[int, str, str | None]],
-    phone_number_id: str | None = None,
+    sent: Sequence[tuple[int, str] | tuple[int, str, str | None] | tuple[int, str, str | None, str]],
+    default_phone_number_id: str = "",
 ) -> None:
-    """Record a batch of (delivery id, wamid[, the recipient's user id from the answer]) Meta accepted, in one
-    transaction.
+    """Record a batch of (delivery id, wamid[, the recipient's user id from the answer[, the number it went out
+    from]]) Meta accepted, in one transaction.
 
     A wamid is proof of acceptance: it moves the row to `sent` whatever happened to it meanwhile (the lease
-    expired and it is `unknown`, it was queued again...). With ``phone_number_id``, the sender's back-off
-    escalation is reset too, and a user id in an answer is learned for that number.
+    expired and it is `unknown`, it was queued again...). Each number named is healthy again (its back-off
+    escalation is reset), and a user id in an answer is learned for the number the row went out from.
     """
     if not sent:
         return
@@ -40,12 +40,13 @@ async def record_sent_many(
         "ids": [row[0] for row in sent],
         "wamids": [row[1] for row in sent],
         "user_ids": [row[2] if len(row) > 2 else None for row in sent],
-        "pnid": phone_number_id or "",
+        "default": default_phone_number_id,
     }
+    numbers = sorted({row[3] for row in sent if len(row) > 3})
     async with sm() as s, s.begin():
         await s.execute(query("record_sent"), params)
-        if phone_number_id is not None:
-            await budget.recovered_in(s, phone_number_id=phone_number_id)
+        for number in numbers:
+            await budget.recovered_in(s, phone_number_id=number)
 
 
 async def record_retry(

@@ -26,7 +26,7 @@ from bot.ledger.statuses import (
 from bot.ledger.tracker import Tracker
 from bot.metrics import Metrics
 from bot.phones import from_wa_id, user_id
-from bot.webhook import identity
+from bot.webhook import identity, routing
 from bot.webhook.payloads import Envelope, Message, Status
 
 if TYPE_CHECKING:
@@ -196,23 +196,47 @@ async def _message(session: AsyncSession, event: _Event) -> None:
     if phone is not None and uid is not None:
         # The message names both: proof that this user id is the person with this number.
         await identity.learn_from_message(session, phone=phone, user_id=uid, phone_number_id=event.phone_number_id)
-    row = (
-        await session.execute(
-            query("inbound_insert"),
-            {
-                "wamid": msg.id,
-                "phone": phone,
-                "uid": uid,
-                "type": msg.type or "unknown",
-                "text": msg.shown_text,
-                "ctx": msg.context.id if msg.context else None,
-                "ack": msg.acked_delivery_id,
-                "p": _payload(event.raw),
-            },
+    who = await routing.sender(session, phone=phone, user_id=uid, phone_number_id=event.phone_number_id)
+    quote = await routing.quoted(session, msg, who)
+    action, chosen = keyword(msg), routing.chosen_employer(msg)
+    filed = await routing.filing(session, who, quote, may_hold=action is None and chosen is None)
+    if chosen is not None:
+        filed = routing.Filing()  # the answer to our question is not a message for anyone's inbox
+    params = {
+        "wamid": msg.id,
+        "employer_id": filed.employer_id,
+        "employee_id": filed.employee_id,
+        "phone": phone,
+        "uid": uid,
+        "pnid": event.phone_number_id,
+        "held": filed.held,
+        "type": msg.type or "unknown",
+        "text": msg.shown_text,
+        "ctx": msg.context.id if msg.context else None,
+        "announcement_id": quote.announcement_id if quote else None,
+        "delivery_id": quote.id if quote else None,
+        "p": _payload(event.raw),
+    }
+    if (await session.execute(query("inbound_insert"), params)).first() is None:
+        return  # stored before (the dedup key was lost with a purge): already acted on
+    if quote is not None:
+        # A tap or any reply whose context is one of our announcements acknowledges it.
+        await acknowledge(session, quote.id)
+    if chosen is not None:
+        await _chosen(session, msg, who, chosen)
+    elif action is not None:
+        await _keyword(session, msg, who, filed, action)
+    elif filed.held and not await routing.asked_before(session, who, msg.id):
+        asked = who.in_scope[0]
+        await queue_reply(
+            session,
+            employer_id=asked.employer_id,
+            employee_id=asked.id,
+            reply_key=f"choose:{msg.id}",
+            body=routing.QUESTION,
+            recipient_user_id=uid if phone is None else None,
+            payload=routing.question(who),
         )
-    ).first()
-    if row is not None:
-        await _interpret(session, msg, phone=phone, user_id=uid, row=row)
 
 
 STOP_WORDS = frozenset({"STOP", "UNSUBSCRIBE"})
@@ -234,27 +258,42 @@ def keyword(msg: Message) -> str | None:
     return None
 
 
-async def _interpret(session: AsyncSession, msg: Message, *, phone: str | None, user_id: str | None, row: Any) -> None:
-    employer_id, employee_id, delivery_id = row
-    if delivery_id is not None:
-        # A tap or any reply whose context is one of our announcements acknowledges it.
-        await acknowledge(session, delivery_id)
-    action = keyword(msg)
-    if action is None or employee_id is None:
-        return
-    # One person may work for several employers: STOP and START apply to every one of them (by number, and by
-    # user id for one who wrote without their number).
-    who = {"p": phone, "uid": user_id}
+async def _keyword(
+    session: AsyncSession, msg: Message, who: routing.Sender, filed: routing.Filing, action: str
+) -> None:
+    """STOP and START apply at every employer the number written to serves: an employer's own number, that
+    employer alone; the shared number, every employer on it the person works for. The answer goes out once."""
+    ids = [p.id for p in who.in_scope]
     if action == "stop":
-        await session.execute(query("employee_opt_out"), who)
+        await session.execute(query("employee_opt_out"), {"ids": ids})
     elif action == "start":
-        await session.execute(query("employee_opt_in"), who)
+        await session.execute(query("employee_opt_in"), {"ids": ids})
+    person = who.at(filed.employer_id) if filed.employer_id is not None else None
+    answered = person or (who.in_scope[0] if who.in_scope else None)
+    if answered is None:
+        return  # not an employee of anyone this number serves: nothing to opt out of, nobody to answer as
     await queue_reply(
         session,
-        employer_id=employer_id,
-        employee_id=employee_id,
+        employer_id=answered.employer_id,
+        employee_id=answered.id,
         reply_key=f"{action}:{msg.id}",
         body=REPLIES[action],
         # Someone who wrote without their number is answered the way they wrote: at their user id.
-        recipient_user_id=user_id if phone is None else None,
+        recipient_user_id=who.user_id if who.phone is None else None,
+        phone_number_id=who.reply_number,
+    )
+
+
+async def _chosen(session: AsyncSession, msg: Message, who: routing.Sender, employer_id: int) -> None:
+    person = await routing.choose(session, who, employer_id)
+    if person is None:
+        log.info("an answer naming an employer the sender does not work for (here): ignored")
+        return
+    await queue_reply(
+        session,
+        employer_id=person.employer_id,
+        employee_id=person.id,
+        reply_key=f"chose:{msg.id}",
+        body=f"Thank you. Your messages here go to {person.employer_name} for the next 24 hours.",
+        recipient_user_id=who.user_id if who.phone is None else None,
     )

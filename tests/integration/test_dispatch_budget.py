@@ -172,7 +172,7 @@ async def test_a_claim_that_fails_takes_no_tokens(
     class Boom(Exception):
         pass
 
-    async def broken_claim_in(session: AsyncSession, *, me: str, n: int, lease: float) -> Any:
+    async def broken_claim_in(session: AsyncSession, **_: Any) -> Any:
         raise Boom
 
     monkeypatch.setattr(claim, "claim_in", broken_claim_in)

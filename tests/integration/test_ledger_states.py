@@ -148,7 +148,7 @@ class LedgerMachine(RuleBasedStateMachine):
             wamid = flight.wamid
 
             async def write() -> None:
-                await outcome.record_sent_many(self.sm, sent=[(flight.id, wamid)], phone_number_id=PHONE)
+                await outcome.record_sent_many(self.sm, sent=[(flight.id, wamid, None, PHONE)])
                 self.evidence.add(flight.id)
 
         else:
