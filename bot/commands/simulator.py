@@ -43,6 +43,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pause before each status callback (default 0.05); longer than the sender's JEM_GRAPH_TIMEOUT, "
         "a timed-out send becomes `unknown` before its `sent` status resolves it",
     )
+    parser.add_argument(
+        "--number",
+        action="append",
+        default=[],
+        metavar="ID:TOKEN[:RATE]",
+        help="play this business number (repeatable): sends to phone_number_id ID need bearer TOKEN (else 190), "
+        "at most RATE messages/second (else 130429; default unlimited); any other id but the default "
+        "100000000000001 (any token) is then 100. Without --number: any id, any token",
+    )
     for flag, default, meaning in RATES:
         parser.add_argument(
             flag, type=float, default=default, metavar="RATE", help=f"{meaning} (0..1, default {default})"
@@ -51,8 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(settings: Settings, args: argparse.Namespace) -> SimulatorConfig:
     # Imported here: the simulator's modules bring in httpx, which `jem-bot simulator --help` does not need.
+    from bot.simulator.numbers import SimulatedNumber
     from bot.simulator.phone import SimulatorConfig
 
+    numbers: list[SimulatedNumber] = []
+    for spec in args.number:
+        try:
+            number = SimulatedNumber.parse(spec)
+        except ValueError as exc:
+            raise ConfigError(f"--number {_masked(spec)}: {exc}") from None
+        if any(known.phone_number_id == number.phone_number_id for known in numbers):
+            raise ConfigError(f"--number {number.phone_number_id} is given twice")
+        numbers.append(number)
     rates = {flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag, _, _ in RATES}
     for name, value in rates.items():
         if not 0.0 <= value <= 1.0:
@@ -74,8 +93,17 @@ def config_from_args(settings: Settings, args: argparse.Namespace) -> SimulatorC
         seed=args.seed,
         timeout_hold_s=args.timeout_hold,
         step_delay_s=args.status_delay,
+        numbers=tuple(numbers),
         **rates,
     )
+
+
+def _masked(spec: str) -> str:
+    """A `--number` value fit for an error message: its id, the token masked, its rate."""
+    parts = spec.split(":")
+    if len(parts) >= 2:
+        parts[1] = "***"
+    return ":".join(parts)
 
 
 def run(settings: Settings, args: argparse.Namespace) -> None:
@@ -92,6 +120,9 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
     configure_logging()
     where = f"http://{listen.host}:{listen.port}"
     target = f"callbacks to {config.webhook}" if config.webhook else "no callbacks (no --webhook)"
+    if config.numbers:
+        shown = [f"{n.phone_number_id}" + (f" ({n.rate:g}/s)" if n.rate else "") for n in config.numbers]
+        target += f"; numbers {', '.join(shown)} and the default"
     print(f"WhatsApp simulator listening on {where} (set WHATSAPP_API_URL={where}/v23.0); {target}", flush=True)
     app = create_simulator_app(config)
     server = OutageServer(

@@ -7,6 +7,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Litestar, Request, Response, get, post
@@ -14,9 +15,21 @@ from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.params import FromPath
 
+from bot.simulator.numbers import NUMBER_ID, TOKEN, Numbers, display_number_for
 from bot.simulator.outage import MAX_SECONDS, Outage
-from bot.simulator.phone import DISPLAY_NUMBER, Simulator, SimulatorConfig, bsuid_for
-from bot.simulator.validation import MAX_TEXT, GraphError, validate_send
+from bot.simulator.phone import PHONE_NUMBER_ID, Simulator, SimulatorConfig, bsuid_for
+from bot.simulator.validation import (
+    MAX_BUTTON_ID,
+    MAX_BUTTON_TITLE,
+    MAX_ROW_DESCRIPTION,
+    MAX_ROW_ID,
+    MAX_ROW_TITLE,
+    MAX_TEXT,
+    GraphError,
+    interactive_choices,
+    interactive_text,
+    validate_send,
+)
 
 # Longer than any client keep-alive (ours is 4 s), as Graph's is: the client, not the server, ends an idle
 # connection, so a send is never written onto a connection the simulator is closing (an ambiguous loss).
@@ -40,10 +53,13 @@ def _quick_reply_payload(body: dict[str, Any]) -> str | None:
 
 
 def _shown_text(body: dict[str, Any]) -> str | None:
-    """What the recipient reads: a text's body; a template's name and text parameters (`name:p1|p2`)."""
-    text, template = body.get("text"), body.get("template")
+    """What the recipient reads: a text's body; a template's name and text parameters (`name:p1|p2`); an
+    interactive message's body and its rows' or buttons' titles (`Which employer? [Acme | Demo Ltd]`)."""
+    text, template, interactive = body.get("text"), body.get("template"), body.get("interactive")
     if isinstance(text, dict) and isinstance(text.get("body"), str):
         return str(text["body"])
+    if body.get("type") == "interactive" and isinstance(interactive, dict):
+        return interactive_text(interactive)
     if isinstance(template, dict):
         texts = [
             str(parameter["text"])
@@ -66,55 +82,73 @@ async def send_message(
 ) -> Response[Any]:
     sim = _simulator(state)
     config = sim.config
+    number = phone_number_id  # the business number sending: every callback about this message names it
     if config.latency_ms:
         # asyncio.sleep, not time.sleep: thousands of requests wait at once without blocking each other.
         await asyncio.sleep(config.latency_ms / 1000)
+    known = sim.numbers.known(number)
     auth = request.headers.get("authorization", "")
     if not auth.startswith("Bearer ") or not auth[7:].strip():
-        sim.stats.rejected += 1
+        sim.stats.reject(number if known else None)
         return _error(GraphError(401, 190, "Invalid OAuth access token - Cannot parse access token", "auth"))
+    if not known:
+        sim.stats.reject(None)
+        return _error(GraphError(400, 100, "Invalid parameter", f"Unsupported post request. Object with ID "
+                                 f"'{number[:64]}' does not exist: unknown phone number id"))  # fmt: skip
+    if not sim.numbers.token_ok(number, auth[7:].strip()):
+        sim.stats.reject(number)
+        return _error(GraphError(401, 190, "Invalid OAuth access token",
+                                 f"The access token is not valid for phone number id {number}"))  # fmt: skip
     try:
         body = json.loads(await request.body())
     except ValueError:
-        sim.stats.rejected += 1
+        sim.stats.reject(number)
         return _error(GraphError(400, 100, "Invalid parameter", "Request body is not valid JSON"))
     try:
         target, key = validate_send(body, sim.directory)
     except GraphError as exc:
-        sim.stats.rejected += 1
+        sim.stats.reject(number)
         return _error(exc)
 
-    # Faults that mean "not accepted": nothing recorded, a re-send cannot duplicate.
+    # Not accepted: over the number's own throughput (`--number ID:TOKEN:RATE`), then the random faults.
+    # Nothing recorded, a re-send cannot duplicate.
+    if not sim.numbers.within_rate(number):
+        sim.stats.fault("rate_limit", number)
+        details = f"Cloud API message throughput of phone number id {number} has been reached."
+        return _error(GraphError(400, 130429, "Rate limit hit", details))
     if sim.roll(config.fault_5xx):
-        sim.stats.faults["5xx"] += 1
+        sim.stats.fault("5xx", number)
         return Response({"error": {"message": "An unknown error occurred", "type": "OAuthException", "code": 131000,
                                    "fbtrace_id": secrets.token_urlsafe(9)}}, status_code=500)  # fmt: skip
     if sim.roll(config.fault_throttle):
-        sim.stats.faults["throttle"] += 1
+        sim.stats.fault("throttle", number)
         return _error(GraphError(400, 130429, "Rate limit hit", "Cloud API message throughput has been reached."))
     if sim.roll(config.fault_pair_rate):
-        sim.stats.faults["pair_rate"] += 1
+        sim.stats.fault("pair_rate", number)
         return _error(
             GraphError(400, 131056, "(Business Account, Consumer Account) pair rate limit hit", "Too many messages")
         )
 
     wamid = "wamid." + secrets.token_urlsafe(24)
     recipient = target.phone
+    kind = str(body.get("type"))
     sim.stats.record_send(
-        recipient, key, kind=str(body.get("type")), text=_shown_text(body), via=target.via, wamid=wamid
+        recipient, key, kind=kind, text=_shown_text(body), via=target.via, wamid=wamid, phone_number_id=number
     )
     # Handed out from here on (this answer, the callbacks): a later send may name it as `recipient`.
     user_id = sim.user_id(recipient)
     undeliverable = sim.roll(config.fault_undeliverable)
     if undeliverable:
-        sim.stats.faults["undeliverable"] += 1
+        sim.stats.fault("undeliverable", number)
     sim.play(
         wamid,
         recipient,
         body.get("biz_opaque_callback_data"),
-        str(body.get("type")),
+        kind,
         undeliverable,
         ack_payload=_quick_reply_payload(body),
+        number=number,
+        choices=interactive_choices(body.get("interactive")) if kind == "interactive" else None,
     )
     # Like Meta: `wa_id` only when the send named a phone number; `user_id` always.
     contact = {"input": target.input, "wa_id": recipient} if target.via == "phone" else {"input": target.input}
@@ -125,7 +159,7 @@ async def send_message(
     }
     if sim.roll(config.fault_timeout):
         # Accepted and recorded, but the answer comes too late for the client: the ambiguous case.
-        sim.stats.faults["timeout"] += 1
+        sim.stats.fault("timeout", number)
         await asyncio.sleep(config.timeout_hold_s)
     return Response(answer, status_code=200)
 
@@ -178,7 +212,14 @@ async def simulate_outage(request: Request[Any, Any, State], state: State) -> Re
     return Response(answer, status_code=200, background=BackgroundTask(control.server.start_outage) if new else None)
 
 
-INBOUND_FIELDS = ("phone", "text", "context_wamid", "payload", "username")
+INBOUND_FIELDS = ("phone", "text", "context_wamid", "payload", "username", "to_number", "list_reply", "button_reply")
+# What the employee sends, one of: `text` (with `payload`: a quick-reply tap labelled `text`), a list row picked
+# (`list_reply`) or a reply button tapped (`button_reply`).
+INTERACTIVE_REPLIES = {
+    # field: (limit of `id`, of `title`, whether a `description` may come with it)
+    "list_reply": (MAX_ROW_ID, MAX_ROW_TITLE, True),
+    "button_reply": (MAX_BUTTON_ID, MAX_BUTTON_TITLE, False),
+}
 
 
 class _Invalid(Exception):
@@ -187,8 +228,36 @@ class _Invalid(Exception):
         self.name = name
 
 
-def _inbound_request(raw: bytes) -> tuple[str, dict[str, Any], bool | None]:
-    """The employee's digits, the `messages[]` item and `username` (None: the simulator decides)."""
+@dataclass(frozen=True)
+class _Inbound:
+    phone: str  # the employee's digits
+    message: dict[str, Any]  # the `messages[]` item, without from/id/timestamp
+    username: bool | None  # None: the simulator decides (`--username-rate`)
+    number: str  # the phone_number_id it arrives on
+
+
+def _interactive_reply(name: str, value: object) -> dict[str, Any]:
+    """`{"type": "interactive", "interactive": {"type": name, name: {id, title[, description]}}}`."""
+    id_limit, title_limit, described = INTERACTIVE_REPLIES[name]
+    keys = ("id", "title", "description") if described else ("id", "title")
+    shape = "{" + ", ".join(f'"{key}"' for key in keys) + "}"
+    if not isinstance(value, dict) or not set(value) <= set(keys):
+        raise _Invalid(name, f"an object {shape} is required")
+    reply_id, title, description = value.get("id"), value.get("title"), value.get("description")
+    if not isinstance(reply_id, str) or not reply_id.strip() or len(reply_id) > id_limit:
+        raise _Invalid(name, f"`id`: a non-empty string of at most {id_limit} characters is required")
+    if not isinstance(title, str) or not title.strip() or len(title) > title_limit:
+        raise _Invalid(name, f"`title`: a non-empty string of at most {title_limit} characters is required")
+    reply = {"id": reply_id, "title": title}
+    if description is not None:
+        if not isinstance(description, str) or len(description) > MAX_ROW_DESCRIPTION:
+            raise _Invalid(name, f"`description`: a string of at most {MAX_ROW_DESCRIPTION} characters or null")
+        reply["description"] = description
+    return {"type": "interactive", "interactive": {"type": name, name: reply}}
+
+
+def _inbound_request(raw: bytes, numbers: Numbers) -> _Inbound:
+    """Check a `POST /_simulator/inbound` body; the first problem found is raised as `_Invalid`."""
     try:
         body = json.loads(raw)
     except ValueError:
@@ -202,24 +271,41 @@ def _inbound_request(raw: bytes) -> tuple[str, dict[str, Any], bool | None]:
     digits = phone.strip().removeprefix("+") if isinstance(phone, str) else ""
     if not (digits.isascii() and digits.isdigit() and 8 <= len(digits) <= 15):
         raise _Invalid("phone", "the employee's phone number in E.164 format (e.g. +27821234567) is required")
-    text = body.get("text")
-    if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
-        raise _Invalid("text", f"a non-empty string of at most {MAX_TEXT} characters is required")
-    wamid, payload, username = body.get("context_wamid"), body.get("payload"), body.get("username")
+    number = body.get("to_number")
+    if number is None:
+        number = PHONE_NUMBER_ID
+    elif not isinstance(number, str) or not NUMBER_ID.fullmatch(number) or not numbers.known(number):
+        known = ", ".join(sorted({PHONE_NUMBER_ID, *numbers.configured}))
+        where = f"one of the simulator's numbers ({known})" if numbers.configured else "its digits"
+        raise _Invalid("to_number", f"the phone_number_id the message arrives on: {where}, or null")
+    given = [name for name in ("text", "payload", *INTERACTIVE_REPLIES) if body.get(name) is not None]
+    chosen = [name for name in INTERACTIVE_REPLIES if name in given]
+    if chosen and len(given) > 1:
+        others = ", ".join(name for name in given if name != chosen[-1])
+        raise _Invalid(chosen[-1], "give only one of text (with payload for a quick-reply tap), list_reply and "
+                       f"button_reply; this request also has {others}")  # fmt: skip
+    wamid, username = body.get("context_wamid"), body.get("username")
     if wamid is not None and (not isinstance(wamid, str) or not wamid.strip()):
         raise _Invalid("context_wamid", "the wamid of the message replied to (a non-empty string) or null")
-    if payload is not None and (not isinstance(payload, str) or not payload or len(payload) > 256):
-        raise _Invalid("payload", "a quick-reply button's payload (a non-empty string, at most 256) or null")
     if username is not None and not isinstance(username, bool):
         raise _Invalid("username", "true, false or null")
     message: dict[str, Any] = {}
     if wamid is not None:
-        message["context"] = {"from": DISPLAY_NUMBER, "id": wamid}
+        message["context"] = {"from": display_number_for(number), "id": wamid}
+    if chosen:
+        message |= _interactive_reply(chosen[0], body[chosen[0]])
+        return _Inbound(digits, message, username, number)
+    text, payload = body.get("text"), body.get("payload")
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
+        raise _Invalid("text", f"a non-empty string of at most {MAX_TEXT} characters is required (or list_reply "
+                       "or button_reply)")  # fmt: skip
+    if payload is not None and (not isinstance(payload, str) or not payload or len(payload) > 256):
+        raise _Invalid("payload", "a quick-reply button's payload (a non-empty string, at most 256) or null")
     if payload is not None:
         message |= {"type": "button", "button": {"payload": payload, "text": text}}
     else:
         message |= {"type": "text", "text": {"body": text}}
-    return digits, message, username
+    return _Inbound(digits, message, username, number)
 
 
 @post("/_simulator/inbound", status_code=200)
@@ -229,14 +315,38 @@ async def inbound(request: Request[Any, Any, State], state: State) -> Response[A
     if not sim.config.webhook:
         return Response({"detail": "no webhook: start the simulator with --webhook"}, status_code=409)
     try:
-        digits, message, username = _inbound_request(await request.body())
+        request_ = _inbound_request(await request.body(), sim.numbers)
     except _Invalid as exc:
         return Response({"detail": str(exc), "field": exc.name}, status_code=422)
-    as_username = sim.is_username(digits) if username is None else username
-    posted, wamid = await sim.post_inbound(digits, message, username=as_username)
+    as_username = sim.is_username(request_.phone) if request_.username is None else request_.username
+    posted, wamid = await sim.post_inbound(request_.phone, request_.message, username=as_username,
+                                           number=request_.number)  # fmt: skip
     if not posted:
         return Response({"posted": False, "wamid": wamid, "detail": "the webhook did not answer 200"}, status_code=502)
     return Response({"posted": True, "wamid": wamid}, status_code=200)
+
+
+@post("/_simulator/numbers/{phone_number_id:str}/token", status_code=200)
+async def replace_token(
+    request: Request[Any, Any, State], state: State, phone_number_id: FromPath[str]
+) -> Response[Any]:
+    """Give a configured number a new access token: from now on sends with the old one get 190 (a revoked
+    or rotated token). The token is never echoed."""
+    sim = _simulator(state)
+    if phone_number_id not in sim.numbers.configured:
+        configured = ", ".join(sorted(sim.numbers.configured)) or "none; start the simulator with --number"
+        return Response({"detail": f"{phone_number_id[:64]} is not a configured number (configured: {configured})"},
+                        status_code=404)  # fmt: skip
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        body = None
+    token = body.get("token") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or set(body) != {"token"} or not isinstance(token, str) or not TOKEN.fullmatch(token):
+        return Response({"detail": "token: the new access token, 1-512 characters without spaces, is required "
+                                   "(and no other field)", "field": "token"}, status_code=422)  # fmt: skip
+    sim.numbers.replace_token(phone_number_id, token)
+    return Response({"phone_number_id": phone_number_id, "replaced": True}, status_code=200)
 
 
 def create_simulator_app(config: SimulatorConfig) -> Litestar:
@@ -252,7 +362,7 @@ def create_simulator_app(config: SimulatorConfig) -> Litestar:
             await sim.stop()
 
     return Litestar(
-        route_handlers=[send_message, stats, sends, reset, simulate_outage, inbound],
+        route_handlers=[send_message, stats, sends, reset, simulate_outage, inbound, replace_token],
         lifespan=[running],
         state=State({"simulator": sim, "outage": outage}),
         openapi_config=None,

@@ -13,6 +13,7 @@ from litestar import Litestar
 from bot.runtime import bind_probe
 from bot.settings import Settings
 from bot.simulator.app import KEEP_ALIVE_SECONDS
+from bot.simulator.numbers import SimulatedNumber
 from bot.simulator.outage import OutageServer
 from bot.simulator.phone import PHONE_NUMBER_ID, SimulatorConfig
 
@@ -50,15 +51,21 @@ def simulator_settings(settings: Settings) -> Settings:
 
 
 def simulator_lifespan(
-    settings: Settings, config: SimulatorConfig | None = None
+    settings: Settings, config: SimulatorConfig | None = None, numbers: tuple[SimulatedNumber, ...] = ()
 ) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
-    """A second uvicorn server in the same event loop; its callbacks go to this serve's webhook."""
+    """A second uvicorn server in the same event loop; its callbacks go to this serve's webhook.
+
+    `numbers`: the business numbers it plays besides the default one, each with its own token (and rate),
+    when no `config` is given (a given `config` brings its own `numbers`).
+    """
     from bot.simulator.app import create_simulator_app
 
     host, _, rest = settings.whatsapp_api_url.removeprefix("http://").partition(":")
     port = int(rest.split("/", 1)[0])
     webhook = f"http://{settings.host}:{settings.port}/webhooks/whatsapp"
-    config = config or SimulatorConfig(webhook=webhook, app_secret=settings.whatsapp_app_secrets[0], seed=None)
+    config = config or SimulatorConfig(
+        webhook=webhook, app_secret=settings.whatsapp_app_secrets[0], seed=None, numbers=numbers
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -14,10 +14,18 @@ from typing import Any
 
 import httpx
 
+from bot.simulator.numbers import (
+    DEFAULT_DISPLAY_NUMBER,
+    DEFAULT_PHONE_NUMBER_ID,
+    Numbers,
+    SimulatedNumber,
+    display_number_for,
+)
 from bot.simulator.stats import Stats
 
-PHONE_NUMBER_ID = "100000000000001"
-DISPLAY_NUMBER = "15550000001"
+# The default number: the one every send may use with any token, and where inbound messages arrive by default.
+PHONE_NUMBER_ID = DEFAULT_PHONE_NUMBER_ID
+DISPLAY_NUMBER = DEFAULT_DISPLAY_NUMBER
 WABA_ID = "200000000000001"
 
 
@@ -49,13 +57,18 @@ class SimulatorConfig:
     callback_attempts: int = 5
     callback_backoff_s: float = 0.2
     callback_concurrency: int = 64
+    # The business numbers it plays (`--number ID:TOKEN[:RATE]`), each with its own token and throughput. Empty:
+    # any phone_number_id with any token. Either way the default number PHONE_NUMBER_ID takes any token.
+    numbers: tuple[SimulatedNumber, ...] = ()
 
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _envelope(value: dict[str, Any]) -> dict[str, Any]:
+def _envelope(value: dict[str, Any], number: str = PHONE_NUMBER_ID) -> dict[str, Any]:
+    """One webhook body about business number `number` (its phone_number_id): `metadata` names it."""
+    metadata = {"display_phone_number": display_number_for(number), "phone_number_id": number}
     return {
         "object": "whatsapp_business_account",
         "entry": [
@@ -65,7 +78,7 @@ def _envelope(value: dict[str, Any]) -> dict[str, Any]:
                     {
                         "value": {
                             "messaging_product": "whatsapp",
-                            "metadata": {"display_phone_number": DISPLAY_NUMBER, "phone_number_id": PHONE_NUMBER_ID},
+                            "metadata": metadata,
                             **value,
                         },
                         "field": "messages",
@@ -133,8 +146,10 @@ def status_body(
     error: dict[str, Any] | None = None,
     *,
     username: bool = False,
+    number: str = PHONE_NUMBER_ID,
 ) -> dict[str, Any]:
-    """One status callback; `recipient_user_id` always, `recipient_id` (the digits) unless `username`."""
+    """One status callback of a message sent from `number`; `recipient_user_id` always, `recipient_id` (the
+    digits) unless `username`."""
     item: dict[str, Any] = {"id": wamid, "status": status, "timestamp": str(int(time.time()))}
     if not username:
         item["recipient_id"] = recipient
@@ -145,21 +160,44 @@ def status_body(
         item["errors"] = [error]
     elif status != "failed":
         item["pricing"] = {"billable": True, "pricing_model": "PMP", "category": "utility"}
-    return _envelope({"contacts": [contact(recipient, username=username)], "statuses": [item]})
+    return _envelope({"contacts": [contact(recipient, username=username)], "statuses": [item]}, number)
 
 
 def inbound_body(
-    recipient: str, message: dict[str, Any], *, username: bool = False, wamid: str | None = None
+    recipient: str,
+    message: dict[str, Any],
+    *,
+    username: bool = False,
+    wamid: str | None = None,
+    number: str = PHONE_NUMBER_ID,
 ) -> dict[str, Any]:
-    """One inbound message from `recipient` (digits): `from_user_id` always, `from` unless `username`."""
+    """One inbound message from `recipient` (digits) to business number `number`: `from_user_id` always,
+    `from` unless `username`."""
     item: dict[str, Any] = {} if username else {"from": recipient}
     item["from_user_id"] = bsuid_for(recipient)
     item |= {"id": wamid or inbound_wamid(), "timestamp": str(int(time.time())), **message}
-    return _envelope({"contacts": [contact(recipient, username=username)], "messages": [item]})
+    return _envelope({"contacts": [contact(recipient, username=username)], "messages": [item]}, number)
 
 
 def inbound_wamid() -> str:
     return f"wamid.IN{secrets.token_hex(16)}"
+
+
+# An interactive message's options as a reply names them: ("list_reply" or "button_reply", [{id, title, …}]).
+Choices = tuple[str, list[dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class Played:
+    """One accepted message the simulated phone plays: statuses, then maybe a reply."""
+
+    wamid: str
+    recipient: str
+    callback: str | None
+    kind: str
+    number: str  # the phone_number_id it was sent from: every callback about it names this number
+    ack_payload: str | None = None
+    choices: Choices | None = None
 
 
 @dataclass
@@ -175,15 +213,26 @@ class Simulator:
     # BSUID -> phone digits, for every BSUID handed out (in a send's answer, a callback or an inbound message):
     # the ones a send may name as `recipient`. Kept by `reset`, as Meta's ids outlive any test's counters.
     directory: dict[str, str] = field(default_factory=dict)
+    # The configured numbers' tokens (replaceable at run time) and rate buckets; built from `config.numbers`.
+    numbers: Numbers = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng.seed(self.config.seed)
+        self.numbers = Numbers(self.config.numbers)
+        self._count_numbers()
+
+    def _count_numbers(self) -> None:
+        for number in self.config.numbers:
+            self.stats.number(number.phone_number_id)
 
     def reset(self) -> None:
+        """Counters and random source as at start, buckets full; replaced tokens and handed-out BSUIDs stay."""
         for task in self.tasks:
             task.cancel()
         self.tasks.clear()
         self.stats = Stats()
+        self._count_numbers()
+        self.numbers.refill()
         self.rng.seed(self.config.seed)
 
     def roll(self, rate: float) -> bool:
@@ -221,19 +270,24 @@ class Simulator:
         undeliverable: bool,
         *,
         ack_payload: str | None = None,
+        number: str = PHONE_NUMBER_ID,
+        choices: Choices | None = None,
     ) -> None:
-        """Act as the recipient's phone for one accepted message, in the background."""
+        """Act as the recipient's phone for one accepted message sent from `number`, in the background.
+
+        `choices`: an interactive message's options, (`list_reply` or `button_reply`, the rows or buttons);
+        an acknowledging employee picks one of them instead of writing "Got it".
+        """
         if not self.config.webhook:
             return
         task = asyncio.get_running_loop().create_task(
-            self._play(wamid, recipient, callback, kind, undeliverable, ack_payload)
+            self._play(Played(wamid, recipient, callback, kind, number, ack_payload, choices), undeliverable)
         )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _play(
-        self, wamid: str, recipient: str, callback: str | None, kind: str, undeliverable: bool, ack_payload: str | None
-    ) -> None:
+    async def _play(self, sent: Played, undeliverable: bool) -> None:
+        wamid, recipient, callback, number = sent.wamid, sent.recipient, sent.callback, sent.number
         username = self.is_username(recipient)
         if undeliverable:
             # The asynchronous variant of 131026: accepted, then a `failed` status (docs/whatsapp.md#error-codes).
@@ -243,10 +297,10 @@ class Simulator:
                 "message": "Message undeliverable",
                 "error_data": {"details": "Message Undeliverable."},
             }
-            await self._post(status_body(wamid, "failed", recipient, callback, error, username=username))
+            await self._post(status_body(wamid, "failed", recipient, callback, error, username=username, number=number))
             return
         bodies = [
-            status_body(wamid, status, recipient, callback, username=username)
+            status_body(wamid, status, recipient, callback, username=username, number=number)
             for status in ("sent", "delivered", "read")
         ]
         if self.config.shuffle and self.rng.random() < 0.5:
@@ -257,21 +311,27 @@ class Simulator:
             if self.roll(self.config.duplicate_rate):
                 await self._post(body)
         await asyncio.sleep(self.config.step_delay_s)
-        await self._reply(wamid, recipient, kind, ack_payload, username)
+        await self._reply(sent, username)
 
-    async def _reply(self, wamid: str, recipient: str, kind: str, ack_payload: str | None, username: bool) -> None:
+    async def _reply(self, sent: Played, username: bool) -> None:
         draw = self.rng.random()
-        context = {"from": DISPLAY_NUMBER, "id": wamid}
+        context = {"from": display_number_for(sent.number), "id": sent.wamid}
         message: dict[str, Any]
         if draw < self.config.stop_rate:
             reply, message = "stop", {"type": "text", "text": {"body": "STOP"}}
         elif draw < self.config.stop_rate + self.config.ack_rate:
             reply = "ack"
-            if kind == "template":
+            if sent.choices is not None and sent.choices[1]:
+                reply = "choice"
+                reply_type, options = sent.choices
+                picked = options[self.rng.randrange(len(options))]
+                message = {"context": context, "type": "interactive",
+                           "interactive": {"type": reply_type, reply_type: dict(picked)}}  # fmt: skip
+            elif sent.kind == "template":
                 message = {
                     "context": context,
                     "type": "button",
-                    "button": {"payload": ack_payload or "ack", "text": "Got it"},
+                    "button": {"payload": sent.ack_payload or "ack", "text": "Got it"},
                 }
             else:
                 message = {"context": context, "type": "text", "text": {"body": "Got it, thanks"}}
@@ -279,14 +339,18 @@ class Simulator:
             reply, message = "text", {"type": "text", "text": {"body": "Who do I ask about this?"}}
         else:
             return
-        if await self._post(inbound_body(recipient, message, username=username)):
+        if await self._post(inbound_body(sent.recipient, message, username=username, number=sent.number)):
             self.stats.replies[reply] += 1
 
-    async def post_inbound(self, phone_digits: str, message: dict[str, Any], *, username: bool) -> tuple[bool, str]:
-        """Post one signed inbound message from this employee now; (answered 200 within the retries, its wamid)."""
+    async def post_inbound(
+        self, phone_digits: str, message: dict[str, Any], *, username: bool, number: str = PHONE_NUMBER_ID
+    ) -> tuple[bool, str]:
+        """Post one signed inbound message from this employee to `number` now; (answered 200 within the
+        retries, its wamid)."""
         wamid = inbound_wamid()
         self.user_id(phone_digits)
-        return await self._post(inbound_body(phone_digits, message, username=username, wamid=wamid)), wamid
+        body = inbound_body(phone_digits, message, username=username, wamid=wamid, number=number)
+        return await self._post(body), wamid
 
     async def _post(self, payload: dict[str, Any]) -> bool:
         """POST one signed webhook; retry non-200 answers with exponential backoff like Meta (bounded)."""

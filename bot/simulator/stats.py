@@ -22,10 +22,23 @@ class Accepted:
     text: str | None  # the text body (a template: its name and parameters), cut to TEXT_SHOWN characters
     via: str = "phone"  # how the send named the recipient: "phone" (`to`) or "bsuid" (`recipient`)
     wamid: str | None = None  # what the answer named it: a test quotes it as `context.id` to reply to it
+    phone_number_id: str | None = None  # the business number it was sent from (the id in the send's URL)
 
     def as_dict(self) -> dict[str, Any]:
         return {"at": self.at, "type": self.kind, "key": self.key, "text": self.text, "via": self.via,
-                "wamid": self.wamid}  # fmt: skip
+                "wamid": self.wamid, "phone_number_id": self.phone_number_id}  # fmt: skip
+
+
+@dataclass
+class NumberStats:
+    """One business number's sends: accepted, rejected (token or validation) and faults by kind."""
+
+    accepted: int = 0
+    rejected: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "rejected": self.rejected, "faults": dict(self.faults)}
 
 
 @dataclass
@@ -44,6 +57,21 @@ class Stats:
     outages: int = 0
     # recipient digits -> every send accepted for them, in order of acceptance.
     accepted_log: dict[str, list[Accepted]] = field(default_factory=dict)
+    # phone_number_id -> its counts: every configured number from the start, any other once a send named it.
+    numbers: dict[str, NumberStats] = field(default_factory=dict)
+
+    def number(self, phone_number_id: str) -> NumberStats:
+        return self.numbers.setdefault(phone_number_id, NumberStats())
+
+    def reject(self, phone_number_id: str | None) -> None:
+        """A send refused for its token or its body; counted under its number when it named a known one."""
+        self.rejected += 1
+        if phone_number_id is not None:
+            self.number(phone_number_id).rejected += 1
+
+    def fault(self, kind: str, phone_number_id: str) -> None:
+        self.faults[kind] += 1
+        self.number(phone_number_id).faults[kind] += 1
 
     def record_send(
         self,
@@ -54,11 +82,15 @@ class Stats:
         text: str | None = None,
         via: str = "phone",
         wamid: str | None = None,
+        phone_number_id: str | None = None,
     ) -> None:
         self.accepted += 1
         self.sends[(recipient, key)] += 1
+        if phone_number_id is not None:
+            self.number(phone_number_id).accepted += 1
         shown = text[:TEXT_SHOWN] if text is not None else None
-        self.accepted_log.setdefault(recipient, []).append(Accepted(time.time(), kind, key, shown, via, wamid))
+        entry = Accepted(time.time(), kind, key, shown, via, wamid, phone_number_id)
+        self.accepted_log.setdefault(recipient, []).append(entry)
 
     def sends_listing(self) -> list[dict[str, Any]]:
         """Each recipient with the count and first/last time of their accepted sends, and the sends themselves."""
@@ -91,4 +123,5 @@ class Stats:
             "replies_sent": sum(self.replies.values()),
             "replies": dict(self.replies),
             "outages": self.outages,
+            "numbers": {number: counts.as_dict() for number, counts in self.numbers.items()},
         }

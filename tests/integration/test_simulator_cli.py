@@ -51,6 +51,49 @@ def test_simulator_command_listens_and_answers() -> None:
         process.communicate(timeout=10)
 
 
+def test_simulator_command_plays_the_numbers_it_is_given() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "simulator", "--port", str(port), "--number", "100000000000002:acme-tok:50"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert "numbers 100000000000002 (50/s) and the default" in first
+        assert "acme-tok" not in first
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{base}/_simulator/stats", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "simulator did not answer"
+                time.sleep(0.05)
+        send = {"messaging_product": "whatsapp", "to": "+27821234567", "type": "text", "text": {"body": "hi"}}
+        answers = {
+            (number, token): httpx.post(
+                f"{base}/v23.0/{number}/messages", headers={"Authorization": f"Bearer {token}"}, json=send
+            ).json()
+            for number, token in [("100000000000002", "acme-tok"), ("100000000000002", "other"),
+                                  ("100000000000001", "other"), ("100000000000009", "acme-tok")]
+        }  # fmt: skip
+        codes = {key: answer.get("error", {}).get("code") for key, answer in answers.items()}
+        assert codes == {
+            ("100000000000002", "acme-tok"): None,
+            ("100000000000002", "other"): 190,
+            ("100000000000001", "other"): None,
+            ("100000000000009", "acme-tok"): 100,
+        }
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=10)
+
+
 def test_simulator_command_rejects_a_bad_rate() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bot", "simulator", "--fault-throttle", "2"],

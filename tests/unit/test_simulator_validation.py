@@ -11,9 +11,17 @@ import pytest
 
 from bot.commands.simulator import add_arguments, config_from_args
 from bot.settings import ConfigError, Settings
-from bot.simulator.phone import bsuid_for, inbound_body, plays_username, sign, status_body
+from bot.simulator.numbers import Numbers, SimulatedNumber, TokenBucket, display_number_for
+from bot.simulator.phone import PHONE_NUMBER_ID, bsuid_for, inbound_body, plays_username, sign, status_body
 from bot.simulator.stats import Stats
-from bot.simulator.validation import GraphError, Recipient, validate, validate_send
+from bot.simulator.validation import (
+    GraphError,
+    Recipient,
+    interactive_choices,
+    interactive_text,
+    validate,
+    validate_send,
+)
 
 
 def test_validate_returns_recipient_digits_and_the_callback_as_dedup_key() -> None:
@@ -149,3 +157,134 @@ def test_cli_username_rate() -> None:
     assert config_from_args(Settings(), parse()).username_rate == 0.0
     with pytest.raises(ConfigError, match="--username-rate"):
         config_from_args(Settings(), parse("--username-rate", "1.5"))
+
+
+def test_cli_number_is_repeatable_with_an_optional_rate() -> None:
+    config = config_from_args(Settings(), parse("--number", "100000000000002:tok-a:80", "--number", "1003:tok-b"))
+    assert config.numbers == (
+        SimulatedNumber("100000000000002", "tok-a", 80.0),
+        SimulatedNumber("1003", "tok-b", None),
+    )
+    assert config_from_args(Settings(), parse()).numbers == ()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "1002",
+        "1002:",
+        ":s3cret",
+        "10a2:s3cret",
+        "1002:s3cret:fast",
+        "1002:s3cret:0",
+        "1002:s3cret:-5",
+        "1002:s3cret:inf",
+        "1002:s3cret:nan",
+        "1002:s3cret:2:3",
+        "1002:s3 cret",
+    ],
+)
+def test_cli_rejects_a_bad_number_in_one_line_without_its_token(spec: str) -> None:
+    with pytest.raises(ConfigError, match="--number") as caught:
+        config_from_args(Settings(), parse("--number", spec))
+    assert "\n" not in str(caught.value)
+    assert "s3" not in str(caught.value)
+
+
+def test_cli_rejects_the_same_number_twice() -> None:
+    with pytest.raises(ConfigError, match="twice"):
+        config_from_args(Settings(), parse("--number", "1002:a", "--number", "1002:b"))
+
+
+def test_token_bucket_bursts_a_fifth_of_a_second_then_refills() -> None:
+    now = [100.0]
+    bucket = TokenBucket(40.0, clock=lambda: now[0])
+    assert bucket.burst == 8.0
+    assert [bucket.take() for _ in range(9)] == [True] * 8 + [False]
+    now[0] += 0.125  # 5 more
+    assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
+    now[0] += 60  # never more than the burst
+    assert sum(bucket.take() for _ in range(20)) == 8
+    slow = TokenBucket(2.0, clock=lambda: now[0])  # burst max(1, 0.4) = 1
+    assert [slow.take(), slow.take()] == [True, False]
+    now[0] += 0.5
+    assert slow.take()
+
+
+def test_numbers_know_their_ids_and_tokens() -> None:
+    anything = Numbers(())
+    assert anything.known("42")
+    assert anything.token_ok("42", "any")
+    numbers = Numbers((SimulatedNumber("1002", "tok"),))
+    assert numbers.known("1002")
+    assert numbers.known(PHONE_NUMBER_ID)
+    assert not numbers.known("42")
+    assert numbers.token_ok("1002", "tok")
+    assert not numbers.token_ok("1002", "tok2")
+    assert numbers.token_ok(PHONE_NUMBER_ID, "anything")
+    numbers.replace_token("1002", "tok2")
+    assert numbers.token_ok("1002", "tok2")
+    assert not numbers.token_ok("1002", "tok")
+
+
+def test_display_numbers() -> None:
+    assert display_number_for(PHONE_NUMBER_ID) == "15550000001"
+    assert display_number_for("100000000000002") == "15550000002"
+    assert display_number_for("42") == "15550000042"
+    assert SimulatedNumber("123456789012345", "t").display_number == "15559012345"
+
+
+def test_bodies_name_the_number() -> None:
+    value = status_body("wamid.X", "sent", "27821234567", None, number="1002")["entry"][0]["changes"][0]["value"]
+    assert value["metadata"] == {"display_phone_number": "15550001002", "phone_number_id": "1002"}
+    message = {"type": "text", "text": {"body": "hi"}}
+    value = inbound_body("27821234567", message)["entry"][0]["changes"][0]["value"]
+    assert value["metadata"] == {"display_phone_number": "15550000001", "phone_number_id": PHONE_NUMBER_ID}
+
+
+def _list(rows: list[dict[str, str]]) -> dict[str, object]:
+    return {
+        "messaging_product": "whatsapp",
+        "to": "+27821234567",
+        "type": "interactive",
+        "interactive": {
+            "type": "list",
+            "body": {"text": "Which employer is your message for?"},
+            "action": {"button": "Choose", "sections": [{"rows": rows}]},
+        },
+    }
+
+
+def test_validate_an_interactive_list_and_its_readable_text() -> None:
+    body = _list([{"id": "e1", "title": "Acme"}, {"id": "e2", "title": "Demo", "description": "Durban"}])
+    assert validate(body) == ("27821234567", "Which employer is your message for? [Acme | Demo]")
+    interactive = body["interactive"]
+    assert isinstance(interactive, dict)
+    assert interactive_text(interactive) == "Which employer is your message for? [Acme | Demo]"
+    assert interactive_choices(interactive) == (
+        "list_reply",
+        [{"id": "e1", "title": "Acme"}, {"id": "e2", "title": "Demo", "description": "Durban"}],
+    )
+    with pytest.raises(GraphError) as caught:
+        validate(_list([{"id": "e1", "title": "Acme"}, {"id": "e1", "title": "Demo"}]))
+    assert caught.value.code == 131009
+    assert "unique" in caught.value.details
+
+
+def test_validate_reply_buttons() -> None:
+    buttons = [{"type": "reply", "reply": {"id": f"b{i}", "title": f"B{i}"}} for i in range(3)]
+    body = {"messaging_product": "whatsapp", "to": "+27821234567", "type": "interactive",
+            "interactive": {"type": "button", "body": {"text": "Which?"}, "action": {"buttons": buttons}}}  # fmt: skip
+    assert validate(body) == ("27821234567", "Which? [B0 | B1 | B2]")
+    assert interactive_choices(body["interactive"]) == ("button_reply", [b["reply"] for b in buttons])
+    for bad, code in [
+        (buttons * 2, 131009),
+        ([], 131009),
+        ([{"type": "reply", "reply": {"id": "x", "title": "t" * 21}}], 131009),
+        ([{"type": "url", "reply": {"id": "x", "title": "t"}}], 131009),
+        ([buttons[0], buttons[0]], 131009),
+    ]:
+        body["interactive"]["action"]["buttons"] = bad  # type: ignore[index]
+        with pytest.raises(GraphError) as caught:
+            validate(body)
+        assert caught.value.code == code
