@@ -43,6 +43,8 @@ class Api(Protocol):
 
     async def me(self) -> contracts.Me: ...
 
+    async def sender(self) -> contracts.Sender: ...
+
     async def list_announcements(
         self, *, status: str | None = None, cursor: str | None = None, limit: int = 50
     ) -> contracts.Page[contracts.Announcement]: ...
@@ -152,6 +154,13 @@ class BotApi:
     async def me(self) -> contracts.Me:
         """The employer this token belongs to."""
         return await self._request("GET", "/me", contracts.Me)
+
+    async def sender(self) -> contracts.Sender:
+        """The WhatsApp number this employer's announcements go out from, and whether it is paused or backed off.
+
+        Servers older than GET /sender answer 404 (ApiError); the caller decides what that means.
+        """
+        return await self._request("GET", "/sender", contracts.Sender)
 
     # --- announcements ----------------------------------------------------------------------------------
 

@@ -26,9 +26,12 @@ from console.screens import (
     InboxScreen,
 )
 from console.screens.base import RefreshingScreen, Session
+from console.widgets.sender import sender_details
 
 # Worker groups of the periodic loaders; user actions (send, cancel, resend) always get their own notice.
-REFRESH_GROUPS = frozenset({"me", "announcements", "announcement", "employees", "inbox", "compose-audience"})
+REFRESH_GROUPS = frozenset({"me", "sender", "announcements", "announcement", "employees", "inbox", "compose-audience"})
+# How often the sender line is reloaded: as often as the lists, since a back-off often lasts only seconds.
+SENDER_REFRESH_SECONDS = 2.0
 
 
 class ConsoleApp(App[None]):
@@ -48,6 +51,9 @@ class ConsoleApp(App[None]):
     # "connecting" until the first answer, then "ok", "down" (no answer) or "unauthorized" (401).
     connection: reactive[str] = reactive("connecting")
     last_ok: reactive[datetime | None] = reactive(None)
+    # GET /sender's last answer, shown by every screen's SenderIndicator; None until then, and for good on a
+    # server older than /sender. always_update: the line must be redrawn when the timezone changes under it.
+    sender: reactive[contracts.Sender | None] = reactive(None, always_update=True)
 
     def __init__(self, api: Api, *, refresh_scale: float = 1.0, owns_api: bool = False) -> None:
         super().__init__()
@@ -73,6 +79,7 @@ class ConsoleApp(App[None]):
 
     def on_mount(self) -> None:
         self.load_me()
+        self.set_interval(SENDER_REFRESH_SECONDS * self.session.refresh_scale, self.load_sender)
 
     async def on_unmount(self) -> None:
         if self.owns_api:
@@ -86,6 +93,19 @@ class ConsoleApp(App[None]):
         self.session.timezone = me.employer.timezone
         self.sub_title = f"{me.employer.name} · {me.employer.timezone}"
         self.reload_screen()
+        # Now that times can be shown in the employer's timezone; later by the interval.
+        self.load_sender()
+
+    @work(exclusive=True, group="sender", exit_on_error=False)
+    async def load_sender(self) -> None:
+        """Learn the number announcements go out from, its rate, and whether it is paused or backed off."""
+        try:
+            self.sender = await self.api.sender()
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            # A server older than GET /sender: nothing to show, and nothing wrong worth a notice every 2 s.
+            self.sender = None
 
     # --- connection state and the one error handler --------------------------------------------------------
 
@@ -232,6 +252,26 @@ class ConsoleApp(App[None]):
         yield SystemCommand("Employees", "List employees, opt-outs included (e)", lambda: self.switch_mode("employees"))
         yield SystemCommand("Inbox", "Messages from employees (i)", lambda: self.switch_mode("inbox"))
         yield SystemCommand("Refresh", "Reload this screen (r)", self.action_refresh)
+        yield SystemCommand("Sender", "The number announcements go out from: rate, pause, back-off", self.action_sender)
+
+    def action_sender(self) -> None:
+        """Say everything known about the sender in a notice (the line under the header is cut to the width)."""
+        sender = self.sender
+        if sender is None:
+            self.notify(
+                "The API has not said which number sends (not connected yet, or a server without GET /sender).",
+                title="Sender",
+            )
+            return
+        held = sender.paused_until is not None or sender.backoff_until is not None
+        self.notify(
+            sender_details(sender, self.timezone),
+            title="Sender",
+            severity="warning" if held else "information",
+            timeout=15 if held else 8,
+            # Reasons are Graph's words and may hold "[...]", which markup would eat.
+            markup=False,
+        )
 
 
 def make_console(api: Api, *, refresh_scale: float = 1.0, owns_api: bool = False) -> ConsoleApp:

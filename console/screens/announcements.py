@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Label, Select, Static
 from bot import contracts
 from console.messages import AnnouncementSelected, AnnouncementsLoaded, CancelRequested
 from console.screens.base import RefreshingScreen, Session
-from console.widgets import ConnectionIndicator, delivery_bar
+from console.widgets import ConnectionIndicator, SenderIndicator, delivery_bar
 from console.widgets.progress import acknowledged_pct
 
 STATUS_OPTIONS = [(s, s) for s in contracts.ANNOUNCEMENT_STATUSES]
@@ -47,6 +47,7 @@ class AnnouncementsScreen(RefreshingScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield SenderIndicator()
         with Horizontal(classes="toolbar"):
             yield Label("Announcements", classes="screen-title")
             yield Select(STATUS_OPTIONS, prompt="all statuses", id="status-filter", allow_blank=True)

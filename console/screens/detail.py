@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Sta
 from bot import contracts
 from console.messages import AnnouncementLoaded, CancelRequested, ResendUnknownRequested
 from console.screens.base import RefreshingScreen, Session
-from console.widgets import ConnectionIndicator, delivery_bar
+from console.widgets import ConnectionIndicator, SenderIndicator, delivery_bar
 from console.widgets.progress import acknowledged_pct
 
 UNACKNOWLEDGED = "not acknowledged"
@@ -55,6 +55,7 @@ class AnnouncementScreen(RefreshingScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield SenderIndicator()
         with Horizontal(classes="toolbar"):
             yield Label(f"Announcement #{self.announcement_id}", classes="screen-title")
             yield Label("", id="detail-status")

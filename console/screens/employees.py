@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Label, Static
 
 from console.messages import EmployeesLoaded
 from console.screens.base import RefreshingScreen
-from console.widgets import ConnectionIndicator
+from console.widgets import ConnectionIndicator, SenderIndicator
 
 
 class EmployeesScreen(RefreshingScreen):
@@ -32,6 +32,7 @@ class EmployeesScreen(RefreshingScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield SenderIndicator()
         with Horizontal(classes="toolbar"):
             yield Label("Employees", classes="screen-title")
             yield Label("", id="employees-total")

@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Label, Static
 from console.messages import MessagesLoaded
 from console.screens.announcements import preview
 from console.screens.base import RefreshingScreen
-from console.widgets import ConnectionIndicator
+from console.widgets import ConnectionIndicator, SenderIndicator
 
 
 class InboxScreen(RefreshingScreen):
@@ -30,6 +30,7 @@ class InboxScreen(RefreshingScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield SenderIndicator()
         with Horizontal(classes="toolbar"):
             yield Label("Inbox", classes="screen-title")
             yield Static(classes="spacer")

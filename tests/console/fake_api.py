@@ -3,7 +3,9 @@
 It implements the same methods, the same validation (422 naming the field), the same idempotency rules
 (same key + same body → the same announcement; same key + other body → 422) and the same cancel and
 resend-unknown transitions. Faults are injected explicitly: `down` (every call unreachable), `unauthorized`
-(every call 401), and `lose_next_create_response` (the server commits, then the answer is lost).
+(every call 401), and `lose_next_create_response` (the server commits, then the answer is lost). What GET
+/sender answers is `current_sender`: replace it to pause or back off the number, or set None for a server
+older than /sender (404).
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ class FakeApi:
         self.down = False
         self.unauthorized = False
         self.lose_next_create_response = False
+        # The installation's shared number, healthy, until a test says otherwise.
+        self.current_sender: contracts.Sender | None = contracts.Sender(
+            own=False,
+            phone_number_id="100000000000001",
+            waba_id=None,
+            rate=80.0,
+            access_token_hint="…abcd",
+        )
         self.closed = False
         self._ids = itertools.count(1)
 
@@ -100,6 +110,13 @@ class FakeApi:
     async def me(self) -> contracts.Me:
         self._enter("me")
         return contracts.Me(employer=self.employer)
+
+    async def sender(self) -> contracts.Sender:
+        self._enter("sender")
+        if self.current_sender is None:
+            # What Litestar answers for a route it does not have.
+            raise ApiError(404, "Not Found", "Not Found")
+        return self.current_sender
 
     async def list_announcements(
         self, *, status: str | None = None, cursor: str | None = None, limit: int = 50

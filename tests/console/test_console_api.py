@@ -97,6 +97,30 @@ async def test_filters_become_query_parameters() -> None:
     assert dict(seen[1].params) == {"limit": "200", "status": "failed", "q": "ann", "acknowledged": "false"}
 
 
+async def test_sender_decodes_and_a_server_without_it_is_a_404() -> None:
+    """GET /sender becomes contracts.Sender with its times; a server older than /sender answers ApiError 404."""
+    body = {
+        "own": True, "phone_number_id": "100000000000002", "waba_id": "200000000000002", "rate": 80.0,
+        "access_token_hint": "…abcd", "paused_until": "2026-11-28T12:05:00Z",
+        "pause_reason": "Error validating access token", "backoff_until": None, "backoff_reason": None,
+    }  # fmt: skip
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=body)
+
+    sender = await api_with(httpx.MockTransport(handle)).sender()
+    assert isinstance(sender, contracts.Sender)
+    assert (sender.own, sender.phone_number_id, sender.rate) == (True, "100000000000002", 80.0)
+    assert sender.paused_until == datetime(2026, 11, 28, 12, 5, tzinfo=UTC)
+    assert (seen[0].method, seen[0].url.path) == ("GET", "/sender")
+    old = api_with(httpx.MockTransport(lambda r: httpx.Response(404, json={"status_code": 404, "detail": "Not Found"})))
+    with pytest.raises(ApiError) as info:
+        await old.sender()
+    assert info.value.status == 404
+
+
 def ns(**kw: str | None) -> argparse.Namespace:
     return argparse.Namespace(api_url=kw.get("api_url"), token=kw.get("token"))
 

@@ -17,7 +17,8 @@ from console.api import ApiError, BotApi
 from console.app import make_console
 from console.screens import AnnouncementsScreen, ComposeScreen
 from console.screens.employees import EmployeesScreen
-from tests.conftest import Tenant
+from console.widgets import SenderIndicator
+from tests.conftest import PHONE_NUMBER_ID, Tenant
 from tests.console.conftest import until
 
 
@@ -76,6 +77,8 @@ async def test_bot_api_decodes_real_responses(real_api: BotApi) -> None:
     with pytest.raises(ApiError) as info:
         await real_api.list_employees(limit=100_000)
     assert info.value.status in (400, 422)
+    sender = await real_api.sender()
+    assert (sender.own, sender.phone_number_id, sender.paused_until) == (False, PHONE_NUMBER_ID, None)
 
 
 async def test_console_shows_real_employees_and_employer_timezone(real_api: BotApi) -> None:
@@ -84,6 +87,10 @@ async def test_console_shows_real_employees_and_employer_timezone(real_api: BotA
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.timezone == "Africa/Johannesburg", within=10)
         assert app.sub_title == "Acme Ltd · Africa/Johannesburg"
+        line = app.screen.query_one(SenderIndicator)
+        # The test server sends from the shared number at the settings' send_rate (1000/s).
+        await until(pilot, lambda: line.display, within=10)
+        assert str(line.render()) == f"From the shared number {PHONE_NUMBER_ID} · 1000 msg/s"
         await pilot.press("e")
         await until(pilot, lambda: isinstance(app.screen, EmployeesScreen))
         table = app.screen.query_one("#employees", DataTable)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 from textual.widgets import Button, DataTable, Input, Label, RadioSet, Select, SelectionList, Static, TextArea
 
@@ -12,6 +15,8 @@ from console.app import ConsoleApp, make_console
 from console.screens import AnnouncementScreen, AnnouncementsScreen, ComposeScreen, ConfirmScreen
 from console.screens.employees import EmployeesScreen
 from console.screens.inbox import InboxScreen
+from console.widgets import SenderIndicator
+from console.widgets.sender import local_until
 from tests.console.conftest import SIZES, notices, until
 from tests.console.fake_api import NOW, FakeApi
 
@@ -31,6 +36,16 @@ def table(app: ConsoleApp, selector: str) -> DataTable[object]:
 
 def label_text(app: ConsoleApp, selector: str) -> str:
     return str(app.screen.query_one(selector, Label).render())
+
+
+def sender_text(app: ConsoleApp) -> str:
+    """The sender line of the screen shown; '' while it is hidden."""
+    line = app.screen.query_one(SenderIndicator)
+    return str(line.render()) if line.display else ""
+
+
+def johannesburg(when: datetime) -> str:
+    return when.astimezone(ZoneInfo("Africa/Johannesburg")).strftime("%H:%M:%S")
 
 
 class TestAnnouncements:
@@ -375,7 +390,107 @@ async def test_command_palette_offers_the_console_actions(fake: FakeApi) -> None
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.connection == "ok")
         titles = {c.title for c in app.get_system_commands(app.screen)}
-        assert {"New announcement", "Announcements", "Employees", "Inbox", "Refresh"} <= titles
+        assert {"New announcement", "Announcements", "Employees", "Inbox", "Refresh", "Sender"} <= titles
         (new,) = [c for c in app.get_system_commands(app.screen) if c.title == "New announcement"]
         new.callback()
         await until(pilot, lambda: isinstance(app.screen, ComposeScreen))
+
+
+class TestSender:
+    @pytest.mark.parametrize("size", SIZES)
+    async def test_sender_line_shows_shared_or_own_number_and_rate(self, fake: FakeApi, size: tuple[int, int]) -> None:
+        """Under the header: the shared number and its rate; an employer's own number says so, on every screen."""
+        app = make_console(fake, refresh_scale=0.05)
+        async with app.run_test(size=size) as pilot:
+            await until(pilot, lambda: sender_text(app) == "From the shared number 100000000000001 · 80 msg/s")
+            assert app.screen.query_one(SenderIndicator).has_class("sender-ok")
+            assert fake.current_sender is not None
+            fake.current_sender = msgspec.structs.replace(
+                fake.current_sender, own=True, phone_number_id="100000000000002", waba_id="200000000000002", rate=20.0
+            )
+            await until(pilot, lambda: sender_text(app) == "From own number 100000000000002 · 20 msg/s")
+            await pilot.press("e")
+            await until(pilot, lambda: isinstance(app.screen, EmployeesScreen))
+            assert sender_text(app) == "From own number 100000000000002 · 20 msg/s"
+
+    async def test_paused_sender_shows_paused_until_and_why(self, fake: FakeApi) -> None:
+        """A paused number leads the line with PAUSED, until when in the employer's time, and Graph's reason."""
+        until_utc = datetime.now(UTC) + timedelta(seconds=60)
+        assert fake.current_sender is not None
+        fake.current_sender = msgspec.structs.replace(
+            fake.current_sender,
+            own=True,
+            phone_number_id="100000000000002",
+            paused_until=until_utc,
+            pause_reason="Error validating access token [190]",
+        )
+        app = make_console(fake)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: sender_text(app).startswith("PAUSED until"))
+            text = sender_text(app)
+            assert johannesburg(until_utc) in text  # employer time, not UTC
+            assert "— Error validating access token [190]" in text  # "[190]" is text, not markup
+            assert "own number 100000000000002" in text
+            assert app.screen.query_one(SenderIndicator).has_class("sender-paused")
+            assert not app.screen.query_one(SenderIndicator).has_class("sender-ok")
+
+    async def test_sender_line_follows_refreshes(self, fake: FakeApi) -> None:
+        """Without a key press the line turns to 'backed off' (warning colour) when the number is, and back."""
+        app = make_console(fake, refresh_scale=0.05)  # the sender reloads every 0.1 s instead of 2 s
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: sender_text(app).startswith("From the shared number"))
+            healthy = fake.current_sender
+            assert healthy is not None
+            backoff_until = datetime.now(UTC) + timedelta(seconds=30)
+            fake.current_sender = msgspec.structs.replace(
+                healthy, backoff_until=backoff_until, backoff_reason="Graph unreachable (ConnectTimeout)"
+            )
+            await until(pilot, lambda: sender_text(app).startswith("backed off until"))
+            assert f"{johannesburg(backoff_until)} — Graph unreachable (ConnectTimeout)" in sender_text(app)
+            assert app.screen.query_one(SenderIndicator).has_class("sender-backoff")
+            fake.current_sender = healthy
+            await until(pilot, lambda: sender_text(app) == "From the shared number 100000000000001 · 80 msg/s")
+            assert app.screen.query_one(SenderIndicator).has_class("sender-ok")
+
+    async def test_server_without_sender_shows_nothing_and_says_nothing(self, fake: FakeApi) -> None:
+        """An older server answers GET /sender with 404: no line, no notice, however often it is asked."""
+        fake.current_sender = None
+        app = make_console(fake, refresh_scale=0.05)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: fake.calls.count("sender") >= 4)
+            assert not app.screen.query_one(SenderIndicator).display
+            assert notices(app) == []
+            assert app.connection == "ok"
+
+    async def test_sender_command_tells_the_details(self, fake: FakeApi) -> None:
+        """The palette's Sender command names the number, account, token hint, and what holds it back."""
+        assert fake.current_sender is not None
+        fake.current_sender = msgspec.structs.replace(
+            fake.current_sender,
+            own=True,
+            phone_number_id="100000000000002",
+            waba_id="200000000000002",
+            backoff_until=datetime.now(UTC) + timedelta(seconds=30),
+            backoff_reason="(#130429) Rate limit hit",
+        )
+        app = make_console(fake)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: app.sender is not None)
+            (command,) = [c for c in app.get_system_commands(app.screen) if c.title == "Sender"]
+            command.callback()
+            await pilot.pause()
+            (notice,) = notices(app)
+            assert notice.startswith("Sender: From own number 100000000000002 at 80 msg/s.")
+            assert "WhatsApp Business Account 200000000000002" in notice
+            assert "Access token …abcd" in notice
+            assert "Backed off until" in notice
+            assert "(#130429) Rate limit hit" in notice
+
+
+def test_sender_times_carry_the_date_only_when_not_today() -> None:
+    """'14:05:00' today in the employer's timezone; with the date when the hold ends another day there."""
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    tz = "Africa/Johannesburg"
+    assert local_until(now + timedelta(minutes=5), tz, now) == "14:05:00"
+    # 22:30 UTC is already tomorrow in Johannesburg.
+    assert local_until(datetime(2026, 11, 28, 22, 30, tzinfo=UTC), tz, now) == "2026-11-29 00:30:00"
