@@ -344,6 +344,9 @@ class Dispatcher:
         await self._refresh_routes()
         await fanout.fan_out_due(self._sm)
         await completion.complete_finished(self._sm)
+        # The fan-out may have made rows due on any number: each is looked at again now.
+        for route in self._routes.values():
+            route.next_claim = 0.0
 
     async def _refresh_routes(self) -> None:
         """Employers' own numbers, as the database has them now: a changed sender affects what is not yet sent."""
@@ -394,9 +397,11 @@ class Dispatcher:
             room = self._concurrency - self._in_flight
             if room <= 0:
                 break
+            woken = self.wakeups
             rows, pause = await self._claim_for(route, min(self._settings.dispatcher_batch_size, room))
             claimed += rows
-            route.next_claim = now + pause
+            # A wake-up that arrived during the claim (work committed after it looked) must not be overwritten.
+            route.next_claim = now + pause if self.wakeups == woken else 0.0
         soonest = min(route.next_claim for route in self._routes.values())
         return claimed, max(0.0, soonest - time.monotonic())
 
@@ -513,8 +518,11 @@ class Dispatcher:
         except SendingPausedError as exc:
             pause = partial(budget.pause, sm, phone_number_id=phone, seconds=PAUSE_SECONDS, reason=exc.title)
             await self._durably("a sender pause", pause)
-            log.error("sending paused by Meta (code %s: %s); retrying in %.0f s", exc.code, exc.title, PAUSE_SECONDS)
-            retry = partial(self._retry, row, delay=PAUSE_SECONDS, spent=False, code=exc.code, title=exc.title)
+            log.error("sending from number %s paused by Meta (code %s: %s); retrying in %.0f s", phone, exc.code,
+                      exc.title, PAUSE_SECONDS)  # fmt: skip
+            # Due at once: the number's pause holds the row back, and only the pause. A new token (`PUT /sender`
+            # ends the pause) or a move to another number then sends it without waiting out a delay of its own.
+            retry = partial(self._retry, row, delay=0.0, spent=False, code=exc.code, title=exc.title)
             await self._durably(what, retry)
             self._count("paused")
             return

@@ -68,6 +68,11 @@ class Sender:
     in_scope: list[Person]
 
     @property
+    def served(self) -> list[Person]:
+        """Every employee record of theirs at the employers this number serves, deactivated ones included."""
+        return _served(self.people, self.own_employer)
+
+    @property
     def employers(self) -> list[int]:
         """The employers this message could be for, most recently messaged first."""
         return list(dict.fromkeys(p.employer_id for p in self.in_scope))
@@ -83,6 +88,13 @@ class Sender:
         return self.number if self.own_employer is not None else None
 
 
+def _served(people: list[Person], own_employer: int | None) -> list[Person]:
+    """An employer's own number serves that employer alone; the shared number, every employer without one."""
+    if own_employer is not None:
+        return [p for p in people if p.employer_id == own_employer]
+    return [p for p in people if p.own_number is None]
+
+
 async def sender(
     session: AsyncSession, *, phone: str | None, user_id: str | None, phone_number_id: str | None
 ) -> Sender:
@@ -91,10 +103,7 @@ async def sender(
         own = (await session.execute(query("sender_of_number"), {"p": phone_number_id})).scalar()
     rows = (await session.execute(query("inbound_people"), {"phone": phone, "uid": user_id})).all()
     people = [Person(r.id, r.employer_id, r.active, r.employer_name, r.own_number) for r in rows]
-    if own is not None:
-        scope = [p for p in people if p.employer_id == own]
-    else:
-        scope = [p for p in people if p.own_number is None]
+    scope = _served(people, own)
     active = [p for p in scope if p.active]
     return Sender(phone, user_id, phone_number_id or "", own, people, active or scope)
 
@@ -130,7 +139,9 @@ async def filing(session: AsyncSession, who: Sender, quote: Quoted | None, *, ma
     if len(employers) == 1:
         return Filing(employers[0], who.in_scope[0].id)
     if not employers:
-        return Filing()
+        # Nobody we know on this number: on an employer's own number it is still that employer's message (a new
+        # hire, someone writing from another phone); on the shared one it is nobody's.
+        return Filing(who.own_employer)
     params = {"pnid": who.number, "phone": who.phone, "uid": who.user_id}
     remembered = (await session.execute(query("employer_choice_current"), params)).scalar()
     if remembered in employers:

@@ -263,7 +263,9 @@ async def _keyword(
 ) -> None:
     """STOP and START apply at every employer the number written to serves: an employer's own number, that
     employer alone; the shared number, every employer on it the person works for. The answer goes out once."""
-    ids = [p.id for p in who.in_scope]
+    # Every record there, deactivated ones too (`in_scope` keeps only the active ones when there are any): a
+    # record reactivated later (POST /employees) must not be sent to after a STOP on this very number.
+    ids = [p.id for p in who.served]
     if action == "stop":
         await session.execute(query("employee_opt_out"), {"ids": ids})
     elif action == "start":
