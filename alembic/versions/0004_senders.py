@@ -25,6 +25,20 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# The number a waiting delivery goes out from, as things stand now: an announcement from its employer's own
+# number; a reply from the own number the employee wrote to, while it is still its employer's; NULL for the
+# shared number. Every statement that makes a row `pending` (fan-out, a retry, a resend...) stores this in
+# `delivery.phone_number_id`, so each number's claim is an index scan of its own rows
+# (docs/architecture.md#several-numbers).
+DELIVERY_ROUTE = """
+CREATE OR REPLACE FUNCTION delivery_route(kind text, employer bigint, wrote text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT s.phone_number_id FROM sender s
+  WHERE s.employer_id = employer AND (kind <> 'reply' OR s.phone_number_id = wrote)
+$$
+"""
+
+
 def upgrade() -> None:
     op.create_table(
         "sender",
@@ -61,9 +75,19 @@ def upgrade() -> None:
     op.add_column("delivery", sa.Column("payload", postgresql.JSONB(astext_type=sa.Text()), nullable=True))
     op.add_column("inbound_message", sa.Column("phone_number_id", sa.Text(), nullable=True))
     op.add_column("inbound_message", sa.Column("held", sa.Boolean(), server_default=sa.text("false"), nullable=False))
+    op.create_index(
+        "ix_delivery_pending_route",
+        "delivery",
+        [sa.text("COALESCE(phone_number_id, '')"), "next_attempt_at", "id"],
+        unique=False,
+        postgresql_where=sa.text("status = 'pending'"),
+    )
+    op.execute(DELIVERY_ROUTE)
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION IF EXISTS delivery_route(text, bigint, text)")
+    op.drop_index("ix_delivery_pending_route", table_name="delivery", postgresql_where=sa.text("status = 'pending'"))
     op.drop_column("inbound_message", "held")
     op.drop_column("inbound_message", "phone_number_id")
     op.drop_column("delivery", "payload")

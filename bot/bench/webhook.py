@@ -1,11 +1,14 @@
 """`jem-bot bench webhook`: signed status POSTs over real HTTP, on the real app, measured against a lean reference.
 
-The server is ``jem-bot serve --no-dispatcher`` (uvicorn, exactly the production path) in a child process on a free
-loopback port, against ``DATABASE_URL`` or the embedded database. Beside it, unless ``--no-reference``, runs the
-lean reference (bot/bench/lean.py: HMAC, decode, dedup insert, forward-only update, one transaction, nothing else),
-started the same way: its own process, uvicorn, the same database. Every run is made against both with identical
-load on rows prepared identically, and jem-bot's req/s and p99 are reported as ratios of the reference's: a figure
-from a shared 2-core machine means little alone, the ratio says what jem-bot's own machinery costs.
+The server is ``jem-bot serve --no-dispatcher`` (uvicorn, exactly the production path, one server process) in a
+child process on a free loopback port, against ``DATABASE_URL`` or the embedded database. Beside it, unless
+``--no-reference``, runs the lean reference (bot/bench/lean.py: HMAC, decode, dedup insert, forward-only update, one
+transaction, nothing else), started the same way: its own process, uvicorn, the same database. Every run is made
+against both with identical load on rows prepared identically, and jem-bot's req/s and p99 are reported as ratios
+of the reference's: a figure from a shared 2-core machine means little alone, the ratio says what jem-bot's own
+machinery costs. So that neither server systematically inherits the other's aftermath (dead rows, autovacuum, a
+checkpoint) or a busy moment of the machine, the runs alternate between them: counted runs in four chunks (A B B
+A A B B A), timed runs in slices of 2-3 s, and which server goes first alternates from run to run.
 
 The bench adds rows of its own and deletes them at the end, also after a failure or Ctrl+C: an employer
 ``bench-webhook-<run>``, employees on +999 numbers (an unassigned country code, so no real inbound message can ever
@@ -48,7 +51,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
@@ -412,28 +415,97 @@ class _Report:
 
 @dataclass(slots=True)
 class _Outcome:
-    """What a client saw. ``sent`` and ``ok`` are indices into the run's POSTs (``ok`` is None for wrk, which
-    reports only counts); ``latencies`` are of the 200s, unless wrk gave its own percentiles."""
+    """What a client saw in a run, or in one slice of it. ``sent`` and ``ok`` are indices into the server's
+    prepared POSTs (``ok`` is None for wrk, which reports counts only); ``latencies`` are the 200s' (from wrk,
+    quantiles each standing for ``weight`` answers)."""
 
     seconds: float
-    sent: Collection[int]
+    sent: set[int]
     ok: set[int] | None
     ok_count: int
     errors: int
     latencies: list[float] = field(default_factory=list)
-    wrk_percentiles: tuple[float, float, float, float] | None = None
+    weight: float = 1.0
+    top: float = 0.0  # wrk's maximum, beside its quantiles
     # wrk stops with up to this many requests unanswered: the server may or may not have stored them.
     unanswered_at_stop: int = 0
-    note: str | None = None
+    notes: list[str] = field(default_factory=list)
     late: list[float] = field(default_factory=list)
     peak_in_flight: int = 0
+    served: tuple[float, float] = (0.0, 0.0)  # jem-bot's webhook histogram over the run: (sum, count)
+
+
+@dataclass(slots=True)
+class _Merged:
+    outcome: _Outcome
+    samples: list[tuple[float, float]]  # (latency, weight), sorted
 
     def percentiles(self) -> tuple[float, float, float, float]:
-        if self.wrk_percentiles is not None:
-            return self.wrk_percentiles
-        values = sorted(self.latencies)
-        top = values[-1] if values else 0.0
-        return percentile(values, 0.50), percentile(values, 0.95), percentile(values, 0.99), top
+        """p50, p95, p99 (nearest rank, weighted) and the maximum."""
+        samples = self.samples
+        if not samples:
+            return 0.0, 0.0, 0.0, 0.0
+        total = sum(w for _, w in samples)
+        found: list[float] = []
+        for q in (0.50, 0.95, 0.99):
+            target, seen = q * total * (1 - 1e-12), 0.0
+            value = samples[-1][0]
+            for v, w in samples:
+                seen += w
+                if seen >= target:
+                    value = v
+                    break
+            found.append(value)
+        return found[0], found[1], found[2], samples[-1][0]
+
+
+def _merge(parts: list[_Outcome]) -> _Merged:
+    oks = [p.ok for p in parts]
+    merged = _Outcome(
+        seconds=sum(p.seconds for p in parts),
+        sent=set().union(*(p.sent for p in parts)),
+        ok=None if any(ok is None for ok in oks) else set().union(*(ok for ok in oks if ok is not None)),
+        ok_count=sum(p.ok_count for p in parts),
+        errors=sum(p.errors for p in parts),
+        unanswered_at_stop=sum(p.unanswered_at_stop for p in parts),
+        notes=list(dict.fromkeys(n for p in parts for n in p.notes)),
+        late=[x for p in parts for x in p.late],
+        peak_in_flight=max((p.peak_in_flight for p in parts), default=0),
+        served=(sum(p.served[0] for p in parts), sum(p.served[1] for p in parts)),
+    )
+    samples = [(v, p.weight) for p in parts for v in p.latencies] + [(p.top, 0.0) for p in parts if p.top]
+    return _Merged(merged, sorted(samples))
+
+
+def _chunks(indices: range, parts: int = 4) -> list[range]:
+    """A counted run against two servers alternates between them in four chunks (A B, B A, A B, B A), for the
+    same reason as the slices of a timed run."""
+    size = math.ceil(len(indices) / parts)
+    return [indices[i : i + size] for i in range(0, len(indices), size)]
+
+
+def _slices(seconds: int) -> list[int]:
+    """A timed run against two servers alternates between them in slices of 2-3 s (wrk counts whole seconds):
+    both then see the same background, such as the autovacuum the previous run set off, or other processes on a
+    shared machine, instead of one server getting all of it."""
+    if seconds < 4:
+        return [seconds]
+    n = seconds // 2
+    return [2] * (n - 1) + [seconds - 2 * (n - 1)]
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """One server's POSTs for a run: the events of each, signed bodies, whole requests for the Python client and a
+    file of them for wrk; ``next`` is the first not yet handed to a client."""
+
+    server: _Server
+    groups: list[list[tuple[_Delivery, str]]]
+    signed: list[tuple[bytes, str]]
+    requests: list[bytes] = field(default_factory=list)
+    bodies_file: Path | None = None
+    next: int = 0
+    parts: list[_Outcome] = field(default_factory=list)
 
 
 class _Bench:
@@ -449,21 +521,27 @@ class _Bench:
         self._engine: Any = None
 
     async def measure_all(self, servers: list[_Server], plans: list[_Plan]) -> _Report:
-        """Each plan against each server in turn (the reference first, so jem-bot's row can carry the ratios),
-        on deliveries of its own, verified before the next; ``announce`` streams the rows."""
+        """Each plan against every server, on deliveries of its own for each, verified before the next plan;
+        ``announce`` streams the rows (the reference's first, so jem-bot's can carry the ratios)."""
         from bot.db.engine import make_engine
 
         self._engine = make_engine(self._url, pool_size=1, max_overflow=0)
         report = _Report()
         try:
             for number, plan in enumerate(plans):
+                # Which server goes first alternates from plan to plan: neither always inherits the other's
+                # aftermath (dead rows, a checkpoint, autovacuum).
+                order = servers if number % 2 == 0 else servers[::-1]
+                if plan.seconds:
+                    merged = await self._timed(order, plan, report.runs)
+                else:
+                    merged = await self._counted(order, plan)
                 if plan.mode == "open":
                     self._say(
                         f"\nopen loop: {plan.rate} single-status POSTs/s for {plan.seconds} s on a fixed schedule, "
                         "whatever the answers; latency counts from each POST's scheduled send time"
                     )
-                    opened = [await self._open(server, plan) for server in servers]
-                    opened = _open_ratios(opened)
+                    opened = _open_ratios([_open_result(s, plan, merged[s.name]) for s in servers])
                     report.open_loop += opened
                     for row in opened:
                         self._say(_open_row(row))
@@ -473,8 +551,8 @@ class _Bench:
                     continue
                 if number == 0:
                     self._say(_header(_COLUMNS))
-                closed = [await self._closed(server, plan, report.runs) for server in servers]
-                closed = _closed_ratios(closed)
+                client = "wrk" if plan.mode == "throughput" and self._wrk else "python"
+                closed = _closed_ratios([_closed_result(s, plan, merged[s.name], client) for s in servers])
                 report.runs += closed
                 for result in closed:
                     self._say(_closed_row(result))
@@ -491,9 +569,7 @@ class _Bench:
                 line = line[1:]
             self._announce(line)
 
-    async def _prepare(
-        self, server: _Server, plan: _Plan, posts: int
-    ) -> tuple[list[list[tuple[_Delivery, str]]], list[tuple[bytes, str]]]:
+    async def _prepare(self, server: _Server, plan: _Plan, posts: int) -> _Prepared:
         count = posts * plan.per_post
         deliveries = await _add_deliveries(self._engine, self._data, math.ceil(count / len(STATUSES)))
         events = _events(deliveries, count, BLOCK if plan.seconds else len(deliveries))
@@ -501,86 +577,97 @@ class _Bench:
         ts = int(time.time())
         # Bodies and signatures are made before the clock starts: only the HTTP round trips are measured.
         signed = [(body, sign(self._secret, body)) for body in (_body(g, ts) for g in groups)]
-        return groups, signed
+        prepared = _Prepared(server, groups, signed)
+        if plan.mode == "throughput" and self._wrk is not None:
+            prepared.bodies_file = self._tmp / f"bodies-{server.name}.txt"
+            with prepared.bodies_file.open("wb") as lines:
+                for body, sig in signed:
+                    lines.write(sig.encode() + b"\t" + body + b"\n")
+        else:
+            prepared.requests = [_request(server.host, body, sig) for body, sig in signed]
+        return prepared
 
-    async def _closed(self, server: _Server, plan: _Plan, earlier: list[RunResult]) -> RunResult:
-        if plan.mode == "throughput":
-            best = max((r.req_per_s for r in earlier if r.server == server.name and r.mode == "single"), default=0.0)
-            posts = math.ceil(plan.seconds * max(THROUGHPUT_HEADROOM * best, THROUGHPUT_FLOOR_PER_S))
-            posts = min(posts, THROUGHPUT_MAX_POSTS)
-        else:
-            posts = plan.warmup + plan.requests
-        groups, signed = await self._prepare(server, plan, posts)
-        use_wrk = plan.mode == "throughput" and self._wrk is not None
-        if use_wrk:
+    async def _counted(self, order: list[_Server], plan: _Plan) -> dict[str, _Merged]:
+        """A closed-loop run of a fixed number of POSTs after a warm-up (not measured), in chunks alternating
+        between the servers, each on connections it keeps throughout."""
+        runs = {server.name: await self._prepare(server, plan, plan.warmup + plan.requests) for server in order}
+        async with contextlib.AsyncExitStack() as stack:
+            lanes: dict[str, list[_Http]] = {}
+            clients: dict[str, _HttpClient] = {}
+            for server in order:
+                prepared = runs[server.name]
+                client = clients[server.name] = await stack.enter_async_context(_HttpClient(server))
+                lanes[server.name] = await client.open(plan.concurrency)
+                prepared.parts.append(
+                    await _closed_loop(client, lanes[server.name], prepared.requests, range(plan.warmup), None)
+                )
+            chunks = _chunks(range(plan.warmup, plan.warmup + plan.requests)) if len(order) > 1 else []
+            for number, chunk in enumerate(chunks or [range(plan.warmup, plan.warmup + plan.requests)]):
+                for server in order if number % 2 == 0 else order[::-1]:
+                    prepared = runs[server.name]
+                    before = await server.webhook_seconds()
+                    part = await _closed_loop(clients[server.name], lanes[server.name], prepared.requests, chunk, None)
+                    after = await server.webhook_seconds()
+                    part.served = (after[0] - before[0], after[1] - before[1])
+                    prepared.parts.append(part)
+        merged: dict[str, _Merged] = {}
+        for server in order:
+            server.check_alive()
+            prepared = runs[server.name]
+            # The warm-up's POSTs (the first part) were stored too: the check covers them, the figures do not.
+            await self._verify(server, plan, prepared.groups, _merge(prepared.parts).outcome)
+            merged[server.name] = _merge(prepared.parts[1:])
+        return merged
+
+    async def _timed(self, order: list[_Server], plan: _Plan, earlier: list[RunResult]) -> dict[str, _Merged]:
+        """A throughput or open-loop run of ``plan.seconds``, in slices alternating between the servers."""
+        runs: dict[str, _Prepared] = {}
+        for server in order:
+            if plan.mode == "open":
+                posts = plan.rate * plan.seconds
+            else:
+                best = max((r.req_per_s for r in earlier if r.server == server.name and r.mode == "single"), default=0)
+                posts = math.ceil(plan.seconds * max(THROUGHPUT_HEADROOM * best, THROUGHPUT_FLOOR_PER_S))
+                posts = min(posts, THROUGHPUT_MAX_POSTS)
+            runs[server.name] = await self._prepare(server, plan, posts)
+        slices = _slices(plan.seconds) if len(order) > 1 else [plan.seconds]
+        for number, seconds in enumerate(slices):
+            for server in order if number % 2 == 0 else order[::-1]:
+                prepared = runs[server.name]
+                prepared.parts.append(await self._slice(prepared, plan, seconds))
+        merged: dict[str, _Merged] = {}
+        for server in order:
+            prepared = runs[server.name]
+            if prepared.bodies_file is not None:
+                prepared.bodies_file.unlink(missing_ok=True)
+            merged[server.name] = _merge(prepared.parts)
+            await self._verify(server, plan, prepared.groups, merged[server.name].outcome)
+        return merged
+
+    async def _slice(self, prepared: _Prepared, plan: _Plan, seconds: int) -> _Outcome:
+        server, total = prepared.server, len(prepared.signed)
+        if prepared.next >= total:
+            return _Outcome(seconds=0.0, sent=set(), ok=set(), ok_count=0, errors=0)
+        before = await server.webhook_seconds()
+        if plan.mode == "open":
+            indices = range(prepared.next, min(total, prepared.next + plan.rate * seconds))
+            async with _HttpClient(server) as client:
+                outcome = await _open_loop(client, prepared.requests, indices, plan.rate)
+        elif prepared.bodies_file is not None:
             assert self._wrk is not None
-            before = await server.webhook_seconds()
-            outcome = await _run_wrk(self._wrk, server, signed, plan.concurrency, plan.seconds, self._tmp)
+            outcome = await _run_wrk(
+                self._wrk, server, prepared.bodies_file, prepared.next, total, plan.concurrency, seconds
+            )
         else:
-            requests = [_request(server.host, body, sig) for body, sig in signed]
             async with _HttpClient(server) as client:
                 conns = await client.open(plan.concurrency)
-                warm = await _closed_loop(client, conns, requests, range(plan.warmup), None)
-                before = await server.webhook_seconds()
-                deadline = time.perf_counter() + plan.seconds if plan.seconds else None
-                outcome = await _closed_loop(client, conns, requests, range(plan.warmup, posts), deadline)
-            # The warm-up's POSTs were stored too: the check covers them.
-            outcome.sent = set(outcome.sent) | set(warm.sent)
-            outcome.ok = (outcome.ok or set()) | (warm.ok or set())
+                deadline = time.perf_counter() + seconds
+                outcome = await _closed_loop(client, conns, prepared.requests, range(prepared.next, total), deadline)
+        prepared.next = max(outcome.sent, default=prepared.next - 1) + 1
         server.check_alive()
         after = await server.webhook_seconds()
-        await self._verify(server, plan, groups, outcome)
-        p50, p95, p99, top = outcome.percentiles()
-        served = after[1] - before[1]
-        seconds = outcome.seconds
-        return RunResult(
-            server=server.name,
-            client="wrk" if use_wrk else "python",
-            mode=plan.mode,
-            statuses_per_post=plan.per_post,
-            concurrency=plan.concurrency,
-            requests=outcome.ok_count + outcome.errors,
-            errors=outcome.errors,
-            seconds=round(seconds, 3),
-            req_per_s=round(outcome.ok_count / seconds, 1) if seconds > 0 else 0.0,
-            statuses_per_s=round(outcome.ok_count * plan.per_post / seconds, 1) if seconds > 0 else 0.0,
-            p50_ms=_ms(p50),
-            p95_ms=_ms(p95),
-            p99_ms=_ms(p99),
-            max_ms=_ms(top),
-            server_mean_ms=(_ms((after[0] - before[0]) / served) if served else 0.0) if server.metrics else None,
-            note=outcome.note,
-        )
-
-    async def _open(self, server: _Server, plan: _Plan) -> OpenLoopResult:
-        posts = plan.rate * plan.seconds
-        groups, signed = await self._prepare(server, plan, posts)
-        requests = [_request(server.host, body, sig) for body, sig in signed]
-        async with _HttpClient(server) as client:
-            outcome = await _open_loop(client, requests, plan.rate)
-        server.check_alive()
-        await self._verify(server, plan, groups, outcome)
-        p50, p95, p99, top = outcome.percentiles()
-        late = sorted(outcome.late)
-        sent_per_s = round(posts / outcome.seconds, 1) if outcome.seconds > 0 else 0.0
-        late_p99 = percentile(late, 0.99)
-        return OpenLoopResult(
-            server=server.name,
-            target_per_s=plan.rate,
-            seconds=round(outcome.seconds, 3),
-            requests=posts,
-            errors=outcome.errors,
-            sent_per_s=sent_per_s,
-            p50_ms=_ms(p50),
-            p95_ms=_ms(p95),
-            p99_ms=_ms(p99),
-            max_ms=_ms(top),
-            late_p99_ms=_ms(late_p99),
-            late_max_ms=_ms(late[-1] if late else 0.0),
-            schedule_kept=sent_per_s >= SCHEDULE_RATE_SHARE * plan.rate
-            and (late_p99 <= SCHEDULE_LATE_P99 or late_p99 <= SCHEDULE_LATE_SHARE * p99),
-            peak_in_flight=outcome.peak_in_flight,
-        )
+        outcome.served = (after[0] - before[0], after[1] - before[1])
+        return outcome
 
     async def _verify(
         self, server: _Server, plan: _Plan, groups: list[list[tuple[_Delivery, str]]], outcome: _Outcome
@@ -616,6 +703,56 @@ class _Bench:
         if problems:
             where = f"{plan.mode} run" + (f" at {plan.concurrency} in flight" if plan.concurrency else "")
             raise _BenchFailedError(f"{server.name}, {where}: " + "; ".join(problems))
+
+
+def _closed_result(server: _Server, plan: _Plan, merged: _Merged, client: str) -> RunResult:
+    outcome, seconds = merged.outcome, merged.outcome.seconds
+    p50, p95, p99, top = merged.percentiles()
+    total, count = outcome.served
+    return RunResult(
+        server=server.name,
+        client=client,
+        mode=plan.mode,
+        statuses_per_post=plan.per_post,
+        concurrency=plan.concurrency,
+        requests=outcome.ok_count + outcome.errors,
+        errors=outcome.errors,
+        seconds=round(seconds, 3),
+        req_per_s=round(outcome.ok_count / seconds, 1) if seconds > 0 else 0.0,
+        statuses_per_s=round(outcome.ok_count * plan.per_post / seconds, 1) if seconds > 0 else 0.0,
+        p50_ms=_ms(p50),
+        p95_ms=_ms(p95),
+        p99_ms=_ms(p99),
+        max_ms=_ms(top),
+        server_mean_ms=(_ms(total / count) if count else 0.0) if server.metrics else None,
+        note="; ".join(outcome.notes) or None,
+    )
+
+
+def _open_result(server: _Server, plan: _Plan, merged: _Merged) -> OpenLoopResult:
+    outcome = merged.outcome
+    p50, p95, p99, top = merged.percentiles()
+    late = sorted(outcome.late)
+    late_p99 = percentile(late, 0.99)
+    posts = len(late)
+    sent_per_s = round(posts / outcome.seconds, 1) if outcome.seconds > 0 else 0.0
+    return OpenLoopResult(
+        server=server.name,
+        target_per_s=plan.rate,
+        seconds=round(outcome.seconds, 3),
+        requests=posts,
+        errors=outcome.errors,
+        sent_per_s=sent_per_s,
+        p50_ms=_ms(p50),
+        p95_ms=_ms(p95),
+        p99_ms=_ms(p99),
+        max_ms=_ms(top),
+        late_p99_ms=_ms(late_p99),
+        late_max_ms=_ms(late[-1] if late else 0.0),
+        schedule_kept=sent_per_s >= SCHEDULE_RATE_SHARE * plan.rate
+        and (late_p99 <= SCHEDULE_LATE_P99 or late_p99 <= SCHEDULE_LATE_SHARE * p99),
+        peak_in_flight=outcome.peak_in_flight,
+    )
 
 
 async def _stored(engine: Any, keys: list[str], sent: int) -> set[str]:
@@ -817,16 +954,17 @@ async def _closed_loop(
     outcome.seconds = time.perf_counter() - started
     outcome.ok_count = len(ok)
     if deadline is not None and len(sent) == len(indices) and time.perf_counter() < deadline:
-        outcome.note = f"posted all {len(indices)} prepared statuses before the {_secs(deadline - started)} s were up"
+        outcome.notes.append("posted all its prepared statuses before the time was up: a shorter run")
     return outcome
 
 
-async def _open_loop(client: _HttpClient, requests: list[bytes], rate: int) -> _Outcome:
-    """Request i is due at t0 + i/rate and handed to an idle connection then, whatever became of the earlier ones
-    (a new connection is opened when none is idle). Its latency counts from t0 + i/rate, so time spent waiting for a
-    connection, or for a client that fell behind, is part of it; how late each was handed over is kept apart."""
+async def _open_loop(client: _HttpClient, requests: list[bytes], indices: range, rate: int) -> _Outcome:
+    """The j-th of ``indices`` is due at t0 + j/rate and handed to an idle connection then, whatever became of the
+    earlier ones (a new connection is opened when none is idle). Its latency counts from t0 + j/rate, so time spent
+    waiting for a connection, or for a client that fell behind, is part of it; how late each was handed over is
+    kept apart."""
     loop = asyncio.get_running_loop()
-    n, interval = len(requests), 1.0 / rate
+    n, interval = len(indices), 1.0 / rate
     sent: set[int] = set()
     ok: set[int] = set()
     outcome = _Outcome(seconds=0.0, sent=sent, ok=ok, ok_count=0, errors=0)
@@ -836,11 +974,11 @@ async def _open_loop(client: _HttpClient, requests: list[bytes], rate: int) -> _
     finished: asyncio.Future[None] = loop.create_future()
     in_flight, left, t0 = 0, n, 0.0
 
-    def start(conn: _Http, i: int) -> None:
+    def start(conn: _Http, j: int) -> None:
         nonlocal in_flight
         in_flight += 1
-        sent.add(i)
-        conn.send(requests[i], i)
+        sent.add(indices[j])
+        conn.send(requests[indices[j]], j)
 
     def settle() -> None:
         nonlocal left
@@ -856,12 +994,12 @@ async def _open_loop(client: _HttpClient, requests: list[bytes], rate: int) -> _
         else:
             idle.append(conn)
 
-    def answered(conn: _Http, i: int, status: int) -> None:
+    def answered(conn: _Http, j: int, status: int) -> None:
         nonlocal in_flight
         in_flight -= 1
         if status == 200:
-            outcome.latencies.append(time.perf_counter() - (t0 + i * interval))
-            ok.add(i)
+            outcome.latencies.append(time.perf_counter() - (t0 + j * interval))
+            ok.add(indices[j])
         else:
             outcome.errors += 1
         settle()
@@ -879,13 +1017,13 @@ async def _open_loop(client: _HttpClient, requests: list[bytes], rate: int) -> _
             return
         give(conn)
 
-    def dispatch(i: int) -> None:
+    def dispatch(j: int) -> None:
         while idle:
             conn = idle.pop()  # the most recently used: the least likely to have been closed by the server
             if not conn.closed:
-                start(conn, i)
+                start(conn, j)
                 return
-        waiting.append(i)
+        waiting.append(j)
         if in_flight + len(opening) < OPEN_LOOP_MAX_CONNECTIONS:
             task = loop.create_task(open_one())
             opening.add(task)
@@ -896,19 +1034,19 @@ async def _open_loop(client: _HttpClient, requests: list[bytes], rate: int) -> _
         conn.on_answer = answered
         idle.append(conn)
     t0 = time.perf_counter() + 0.01
-    i = 0
+    j = 0
     last = t0
-    while i < n:
+    while j < n:
         now = time.perf_counter()
         due = min(n, math.floor((now - t0) * rate) + 1) if now >= t0 else 0
-        while i < due:
-            outcome.late.append(now - (t0 + i * interval))
-            dispatch(i)
-            i += 1
+        while j < due:
+            outcome.late.append(now - (t0 + j * interval))
+            dispatch(j)
+            j += 1
             outcome.peak_in_flight = max(outcome.peak_in_flight, in_flight + len(waiting))
         last = now
-        if i < n:
-            await asyncio.sleep(t0 + i * interval - time.perf_counter())
+        if j < n:
+            await asyncio.sleep(t0 + j * interval - time.perf_counter())
     # The rate the client kept: n requests handed over between t0 and the last hand-over (n - 1 intervals).
     outcome.seconds = (last - t0) * n / (n - 1) if n > 1 else interval
     try:
@@ -922,10 +1060,12 @@ async def _open_loop(client: _HttpClient, requests: list[bytes], rate: int) -> _
 # --- wrk --------------------------------------------------------------------------------------------------------------
 
 # One thread: at a few thousand requests per second wrk's event loop needs a sliver of a core, and one thread posts
-# the bodies in file order, so the POSTs made are exactly the first `issued` ones.
+# the bodies in file order, so the POSTs made are exactly the `issued` ones after the offset.
+WRK_QUANTILES = 1_000
 _WRK_SCRIPT = """\
 -- Written by `jem-bot bench webhook` for one run: each request posts the next pre-signed body (one status, never
--- twice), so the server does the whole work of a new event every time.
+-- twice), so the server does the whole work of a new event every time. Arguments: the bodies file, and how many
+-- of its lines earlier slices of the run posted already.
 local sigs, bodies, n, threads = {}, {}, 0, {}
 issued, non200, exhausted = 0, 0, 0
 
@@ -934,11 +1074,16 @@ function setup(thread)
 end
 
 function init(args)
+  local skip = tonumber(args[2])
   for line in io.lines(args[1]) do
-    local tab = string.find(line, "\\t", 1, true)
-    n = n + 1
-    sigs[n] = string.sub(line, 1, tab - 1)
-    bodies[n] = string.sub(line, tab + 1)
+    if skip > 0 then
+      skip = skip - 1
+    else
+      local tab = string.find(line, "\\t", 1, true)
+      n = n + 1
+      sigs[n] = string.sub(line, 1, tab - 1)
+      bodies[n] = string.sub(line, tab + 1)
+    end
   end
 end
 
@@ -960,24 +1105,27 @@ function response(status, headers, body)
   if status ~= 200 then non200 = non200 + 1 end
 end
 
+-- Counts, then %(quantiles)d latency quantiles (each standing for an equal share of the answers) and the maximum,
+-- in microseconds: the bench merges the slices of a run into one distribution.
 function done(summary, latency, requests)
   local t, e = threads[1], summary.errors
-  io.write(string.format("JEMBENCH %%d %%d %%d %%d %%d %%d %%d %%d %%d %%.1f %%.1f %%.1f %%.1f\\n",
+  io.write(string.format("JEMBENCH %%d %%d %%d %%d %%d %%d %%d %%d %%d\\n",
     t:get("issued"), t:get("non200"), t:get("exhausted"), summary.requests, summary.duration,
-    e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
+    e.connect, e.read, e.write, e.timeout))
+  local q = {}
+  for k = 1, %(quantiles)d do
+    q[k] = string.format("%%d", latency:percentile((k - 0.5) * 100 / %(quantiles)d))
+  end
+  io.write("JEMLATENCY " .. table.concat(q, " ") .. string.format(" %%d\\n", latency.max))
 end
 """
 
 
 async def _run_wrk(
-    wrk: str, server: _Server, signed: list[tuple[bytes, str]], connections: int, seconds: int, tmp: Path
+    wrk: str, server: _Server, bodies: Path, offset: int, total: int, connections: int, seconds: int
 ) -> _Outcome:
-    script, bodies = tmp / "post.lua", tmp / f"bodies-{server.name}.txt"
-    script.write_text(_WRK_SCRIPT % {"path": PATH})
-    with bodies.open("wb") as lines:
-        for body, sig in signed:
-            lines.write(sig.encode() + b"\t" + body + b"\n")
+    script = bodies.with_suffix(".lua")
+    script.write_text(_WRK_SCRIPT % {"path": PATH, "quantiles": WRK_QUANTILES})
     process = await asyncio.create_subprocess_exec(
         wrk,
         "-t1",
@@ -989,6 +1137,7 @@ async def _run_wrk(
         server.base,
         "--",
         str(bodies),
+        str(offset),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -999,25 +1148,27 @@ async def _run_wrk(
         if process.returncode is None:
             process.kill()
             await process.wait()
-        bodies.unlink(missing_ok=True)
-    line = next((x for x in out.decode(errors="replace").splitlines() if x.startswith("JEMBENCH ")), None)
-    if process.returncode != 0 or line is None:
+    lines = {
+        x.split(" ", 1)[0]: x.split()[1:] for x in out.decode(errors="replace").splitlines() if x.startswith("JEM")
+    }
+    if process.returncode != 0 or "JEMBENCH" not in lines or "JEMLATENCY" not in lines:
         why = (err or out).decode(errors="replace").strip().splitlines()
         raise _BenchFailedError(f"wrk failed against {server.name}: {why[-1] if why else f'exit {process.returncode}'}")
-    fields = line.split()[1:]
-    issued, non200, exhausted, answered, duration_us, *socket_errors = (int(x) for x in fields[:9])
-    p50, p95, p99, top = (float(x) / 1e6 for x in fields[9:])
+    issued, non200, exhausted, answered, duration_us, *socket_errors = (int(x) for x in lines["JEMBENCH"])
     ok = answered - non200
+    *quantiles, top = (int(x) / 1e6 for x in lines["JEMLATENCY"])
     took = duration_us / 1e6
     return _Outcome(
         seconds=took,
-        sent=range(issued),
+        sent=set(range(offset, offset + issued)),
         ok=None,
         ok_count=ok,
         errors=non200 + sum(socket_errors),
-        wrk_percentiles=(p50, p95, p99, top),
+        latencies=quantiles if ok else [],
+        weight=ok / len(quantiles) if quantiles else 0.0,
+        top=top if ok else 0.0,
         unanswered_at_stop=connections,
-        note=f"ran out of its {len(signed)} prepared statuses after {_secs(took)} s" if exhausted else None,
+        notes=[f"ran out of its {total} prepared statuses: a shorter run"] if exhausted else [],
     )
 
 
@@ -1141,10 +1292,6 @@ class _Server:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
-
-
-def _secs(seconds: float) -> str:
-    return f"{seconds:.1f}"
 
 
 def _ratio(mine: float, reference: float) -> float | None:

@@ -134,6 +134,14 @@ class Delivery(Base):
         ),
         # The claim scans only due pending rows; without this partial index it is ~7x slower.
         Index("ix_delivery_pending_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+        # Each number's claim: its own due rows in order, however many other numbers' rows wait.
+        Index(
+            "ix_delivery_pending_route",
+            text("COALESCE(phone_number_id, '')"),
+            "next_attempt_at",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+        ),
         Index("ix_delivery_sending_claimed_by", "claimed_by", postgresql_where=text("status = 'sending'")),
         # The reaper looks for expired leases among the (few) rows being sent.
         Index("ix_delivery_sending_lease_until", "lease_until", postgresql_where=text("status = 'sending'")),
@@ -150,8 +158,9 @@ class Delivery(Base):
     reply_key: Mapped[str | None] = mapped_column(Text, unique=True)
     # A reply to someone who wrote without their number goes to their business-scoped user id (BSUID).
     recipient_user_id: Mapped[str | None] = mapped_column(Text)
-    # The number it goes out from: set when a reply is queued (the number the employee wrote to), else when the
-    # row is claimed (the employer's own number, or the installation's).
+    # While waiting: the own number it will go out from (NULL: the shared one), kept current by every statement
+    # that makes a row pending and by sender changes (SQL `delivery_route()`). Once claimed: the number it went
+    # out from.
     phone_number_id: Mapped[str | None] = mapped_column(Text)
     # A structured reply (an interactive list), sent instead of `body` as text.
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

@@ -27,13 +27,16 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: fan_out_insert
 -- One row per audience member; ON CONFLICT makes a second fan-out of the same announcement a no-op. Employees
--- already inactive or opted out are recorded as skipped, with the reason.
-INSERT INTO delivery (employer_id, announcement_id, employee_id, kind, status, skip_reason, next_attempt_at)
+-- already inactive or opted out are recorded as skipped, with the reason. Each row goes out from the employer's
+-- own number if it has one (`delivery_route`; the caller holds `employer_lock_share`, so a sender change waits).
+INSERT INTO delivery (employer_id, announcement_id, employee_id, kind, status, skip_reason, next_attempt_at,
+                      phone_number_id)
 SELECT e.employer_id, :aid, e.id, 'announcement',
        CASE WHEN NOT e.active OR e.opted_out_at IS NOT NULL THEN 'skipped' ELSE 'pending' END,
        CASE WHEN NOT e.active THEN 'inactive' WHEN e.opted_out_at IS NOT NULL THEN 'opted_out' END,
-       now()
+       now(), r.own
 FROM employee e
+CROSS JOIN (SELECT delivery_route('announcement', CAST(:eid AS bigint), NULL) AS own) r
 WHERE e.employer_id = :eid
   AND (
     (CAST(:all_ AS boolean) AND e.active)
@@ -41,6 +44,13 @@ WHERE e.employer_id = :eid
     OR (CAST(:ids AS bigint[]) IS NOT NULL AND e.id = ANY(CAST(:ids AS bigint[])))
   )
 ON CONFLICT (announcement_id, employee_id) DO NOTHING;
+
+-- name: employer_lock_share
+-- Fan-out reads the employer's sender; a sender change (`employer_lock`) waits for it, and it for the change.
+SELECT id FROM employer WHERE id = :e FOR SHARE;
+
+-- name: employer_lock
+SELECT id FROM employer WHERE id = :e FOR UPDATE;
 
 -- name: fan_out_start
 -- The announcement is dispatching from now on; its audience is frozen.
@@ -129,41 +139,42 @@ FROM send_budget WHERE phone_number_id = :p;
 -- Claim and outcomes.
 
 -- name: claim
--- Moves up to :n due pending rows that go out from number :pnid to `sending` under a lease of :lease seconds,
--- committed before any network I/O. The number is resolved here, at claim time: an announcement goes out from
--- its employer's own number (`sender`) or else the shared one (:default); a reply from the number the employee
--- wrote to (while that is still an employer's own number). Changing an employer's sender therefore changes what
--- is not sent yet, and the row records the number it went out from. The employee is looked at again here, at
--- send time: an announcement to someone who opted out or was deactivated since fan-out is `skipped` with the
+-- Moves up to :n due pending rows of one number to `sending` under a lease of :lease seconds, committed before
+-- any network I/O. Rows wait with the number they go out from (NULL: the shared one; :route is '' for it), so
+-- each number's claim is an index scan of its own rows (`ix_delivery_pending_route`). The number is checked
+-- again here, at claim time: a row whose employer changed its sender since is moved to its new number, left
+-- pending, and not returned. A claimed row records the number it goes out from (:pnid). The employee is looked
+-- at again too: an announcement to someone who opted out or was deactivated since fan-out is `skipped` with the
 -- reason, not sent (bot replies still go: a STOP is answered).
 WITH due AS (
-  SELECT d.id,
+  SELECT id FROM delivery
+  WHERE status = 'pending' AND next_attempt_at <= now() AND COALESCE(phone_number_id, '') = :route
+  ORDER BY next_attempt_at, id
+  LIMIT :n
+  FOR UPDATE SKIP LOCKED
+),
+checked AS (
+  SELECT due.id,
+         COALESCE(delivery_route(d.kind, d.employer_id, d.phone_number_id), '') AS route,
          CASE WHEN d.kind <> 'announcement' THEN NULL
               WHEN NOT e.active THEN 'inactive'
               WHEN e.opted_out_at IS NOT NULL THEN 'opted_out' END AS skip
-  FROM delivery d
-  JOIN employee e ON e.id = d.employee_id
-  LEFT JOIN sender own ON own.employer_id = e.employer_id
-  LEFT JOIN sender wrote ON wrote.phone_number_id = d.phone_number_id
-  WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-    AND COALESCE(CASE WHEN d.kind = 'reply' THEN wrote.phone_number_id ELSE own.phone_number_id END,
-                 CAST(:default AS text)) = CAST(:pnid AS text)
-  ORDER BY d.next_attempt_at, d.id
-  LIMIT :n
-  FOR UPDATE OF d SKIP LOCKED
+  FROM due JOIN delivery d ON d.id = due.id JOIN employee e ON e.id = d.employee_id
 ),
 claimed AS (
   UPDATE delivery d SET
-    status = CASE WHEN c.skip IS NULL THEN 'sending' ELSE 'skipped' END,
-    skip_reason = c.skip,
-    claimed_by = :me,
-    claimed_at = now(),
-    claims = d.claims + 1,
-    attempts = d.attempts + CASE WHEN c.skip IS NULL THEN 1 ELSE 0 END,
-    lease_until = CASE WHEN c.skip IS NULL THEN clock_timestamp() + make_interval(secs => :lease) END,
-    phone_number_id = CASE WHEN c.skip IS NULL THEN CAST(:pnid AS text) ELSE d.phone_number_id END,
+    status = CASE WHEN c.route <> :route THEN 'pending' WHEN c.skip IS NULL THEN 'sending' ELSE 'skipped' END,
+    skip_reason = CASE WHEN c.route <> :route THEN NULL ELSE c.skip END,
+    claimed_by = CASE WHEN c.route <> :route THEN d.claimed_by ELSE :me END,
+    claimed_at = CASE WHEN c.route <> :route THEN d.claimed_at ELSE now() END,
+    claims = d.claims + CASE WHEN c.route <> :route THEN 0 ELSE 1 END,
+    attempts = d.attempts + CASE WHEN c.route = :route AND c.skip IS NULL THEN 1 ELSE 0 END,
+    lease_until = CASE WHEN c.route = :route AND c.skip IS NULL
+                       THEN clock_timestamp() + make_interval(secs => :lease) END,
+    phone_number_id = CASE WHEN c.route <> :route THEN NULLIF(c.route, '')
+                           WHEN c.skip IS NULL THEN CAST(:pnid AS text) ELSE d.phone_number_id END,
     updated_at = now()
-  FROM due c
+  FROM checked c
   WHERE d.id = c.id
   RETURNING d.id, d.kind, d.status, d.announcement_id, d.employee_id, d.body, d.payload, d.attempts, d.claims,
             d.recipient_user_id
@@ -172,7 +183,8 @@ SELECT c.id, c.kind, c.status, c.announcement_id, c.attempts, c.claims, e.phone,
        COALESCE(a.message, c.body) AS text
 FROM claimed c
 JOIN employee e ON e.id = c.employee_id
-LEFT JOIN announcement a ON a.id = c.announcement_id;
+LEFT JOIN announcement a ON a.id = c.announcement_id
+WHERE c.status <> 'pending';
 
 -- name: record_sent
 -- Meta accepted these sends: (delivery id, wamid, the recipient's business-scoped user id when the answer named
@@ -214,6 +226,7 @@ ON CONFLICT (employee_id, phone_number_id, user_id) DO NOTHING;
 UPDATE delivery d SET
   status = CASE WHEN a.cancelled THEN 'cancelled' ELSE 'pending' END,
   cancelled_at = CASE WHEN a.cancelled THEN now() ELSE d.cancelled_at END,
+  phone_number_id = delivery_route(d.kind, d.employer_id, d.phone_number_id),
   claimed_by = NULL,
   lease_until = NULL,
   next_attempt_at = now() + make_interval(secs => :delay),
@@ -273,7 +286,7 @@ WHERE d.status = 'sending'
 -- Rows this worker claimed but is not sending: a claim whose commit succeeded although the worker saw it fail
 -- (the connection dropped during COMMIT). Only the worker itself can know that no request left for them.
 UPDATE delivery SET status = 'pending', claimed_by = NULL, lease_until = NULL, attempts = attempts - 1,
-  updated_at = now()
+  phone_number_id = delivery_route(kind, employer_id, phone_number_id), updated_at = now()
 WHERE status = 'sending' AND claimed_by = :me AND NOT (id = ANY(CAST(:keep AS bigint[])))
 RETURNING id;
 
@@ -301,6 +314,7 @@ WHERE announcement_id = :id AND kind = 'announcement' AND status = 'pending';
 -- The operator's explicit decision: `unknown` rows without a wamid go back to `pending`. A row with a wamid
 -- was accepted by Meta and is never resent.
 UPDATE delivery SET status = 'pending', next_attempt_at = now(), resend_count = resend_count + 1,
+  phone_number_id = delivery_route(kind, employer_id, phone_number_id),
   error_code = NULL, error_title = NULL, claimed_by = NULL, claimed_at = NULL, lease_until = NULL,
   updated_at = now()
 WHERE announcement_id = :id AND kind = 'announcement' AND status = 'unknown' AND wamid IS NULL;
@@ -828,6 +842,19 @@ UPDATE send_budget SET paused_until = NULL, pause_reason = NULL WHERE phone_numb
 
 -- name: sender_delete
 DELETE FROM sender WHERE employer_id = :e;
+
+-- name: sender_reroute
+-- The employer's sender changed: what waits goes out from its number now (the caller holds `employer_lock`).
+UPDATE delivery SET phone_number_id = delivery_route(kind, employer_id, phone_number_id)
+WHERE employer_id = :e AND status = 'pending'
+  AND phone_number_id IS DISTINCT FROM delivery_route(kind, employer_id, phone_number_id);
+
+-- name: reroute_stranded
+-- Rows waiting for a number that is no longer an own number of their employer (a sender change that raced a
+-- retry): no dispatcher claims for it, so they are moved to the number they go out from now.
+UPDATE delivery d SET phone_number_id = delivery_route(d.kind, d.employer_id, d.phone_number_id)
+WHERE d.status = 'pending' AND COALESCE(d.phone_number_id, '') <> ''
+  AND NOT EXISTS (SELECT 1 FROM sender s WHERE s.phone_number_id = d.phone_number_id AND s.employer_id = d.employer_id);
 
 -- name: senders_all
 -- Every own number, with what a dispatcher needs to send from it.

@@ -226,6 +226,7 @@ class Dispatcher:
         await self._liveness()
         await self._refresh_routes()
         await fanout.fan_out_due(self._sm)
+        await claim.reroute_stranded(self._sm)
         for route in self._routes.values():  # a full pass looks at every number, drained or not
             route.next_claim = 0.0
         rows, _ = await self._claim()
@@ -344,6 +345,8 @@ class Dispatcher:
         await self._refresh_routes()
         await fanout.fan_out_due(self._sm)
         await completion.complete_finished(self._sm)
+        if self._sender_factory is not None and await claim.reroute_stranded(self._sm):
+            log.warning("deliveries waiting for a number their employer no longer has were moved to its current one")
         # The fan-out may have made rows due on any number: each is looked at again now.
         for route in self._routes.values():
             route.next_claim = 0.0

@@ -46,7 +46,9 @@ async def claim_in(
     """
     if n <= 0:
         return [], 0
-    params = {"me": me, "n": n, "lease": lease, "pnid": phone_number_id, "default": default_phone_number_id}
+    # Rows of the shared number wait with no number (NULL), which the claim's index knows as ''.
+    route = "" if phone_number_id == default_phone_number_id else phone_number_id
+    params = {"me": me, "n": n, "lease": lease, "pnid": phone_number_id, "route": route}
     rows = (await session.execute(query("claim"), params)).all()
     claimed = [
         Claimed(
@@ -89,3 +91,10 @@ async def claim_within_budget(
         )
         await budget.give_back_in(s, phone_number_id=phone_number_id, n=grant.tokens - len(rows), rate=rate)
     return Batch(rows, grant.tokens, grant.blocked_for, skipped)
+
+
+async def reroute_stranded(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+    """Rows waiting for a number their employer no longer has (a sender change that raced a retry) move to the
+    number they go out from now; without this no dispatcher would ever claim them."""
+    async with sessionmaker() as s, s.begin():
+        return int((await s.execute(query("reroute_stranded"))).rowcount or 0)  # type: ignore[attr-defined]

@@ -21,6 +21,9 @@ async def fan_out_due(sessionmaker: async_sessionmaker[AsyncSession], *, limit: 
             row = (await s.execute(query("fan_out_lock"), {"id": aid})).first()
             if row is None:  # another dispatcher has it, it was cancelled, or it was moved into the future
                 continue
+            # Which number the rows go out from is read from the employer's sender: a change to it waits for this
+            # transaction (and this for the change), so no row is left waiting for a number that is gone.
+            await s.execute(query("employer_lock_share"), {"e": row.employer_id})
             aud = row.audience or {}
             inserted = await s.execute(
                 query("fan_out_insert"),

@@ -64,21 +64,31 @@ async def put(
         "hint": hint(data.access_token),
         "rate": data.rate,
     }
+    await _lock(session, employer_id)
     try:
         async with session.begin_nested():
             row = (await session.execute(query("sender_put"), params)).one()
     except IntegrityError:
         raise ConflictError("That number is another employer's own number.") from None
-    # A pause caused by the old token (190: expired, revoked) ends with the new one, and the dispatchers look at
-    # senders again now rather than at their next poll.
+    # What waits goes out from this number now; a pause caused by the old token (190: expired, revoked) ends with
+    # the new one; and the dispatchers look at senders again now rather than at their next poll.
+    await session.execute(query("sender_reroute"), {"e": employer_id})
     await session.execute(query("sender_unpause"), {"p": data.phone_number_id})
     await session.execute(query("wake_dispatchers"))
     return await _view(session, True, row.phone_number_id, row.waba_id, row.rate, row.access_token_hint)
 
 
 async def delete(session: AsyncSession, employer_id: int) -> None:
+    await _lock(session, employer_id)
     await session.execute(query("sender_delete"), {"e": employer_id})
+    await session.execute(query("sender_reroute"), {"e": employer_id})
     await session.execute(query("wake_dispatchers"))
+
+
+async def _lock(session: AsyncSession, employer_id: int) -> None:
+    """Serialise with fan-outs of this employer's announcements: each reads the sender to route its rows, and the
+    re-routing here must see every row they make (docs/architecture.md#several-numbers)."""
+    await session.execute(query("employer_lock"), {"e": employer_id})
 
 
 async def _view(

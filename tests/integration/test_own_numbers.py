@@ -33,6 +33,7 @@ from bot.crypto import TokenBox
 from bot.dispatch.dispatcher import Dispatcher
 from bot.dispatch.worker import own_number_senders
 from bot.graph.client import GraphClient, make_http_client
+from bot.ledger import fanout
 from bot.runtime import bind_probe, check_secret_key
 from bot.settings import ConfigError, Settings
 from bot.webhook.service import REPLIES
@@ -486,10 +487,12 @@ async def test_replies_to_a_number_that_is_no_longer_own_go_out_from_the_shared_
     await post(client, inbound("wamid.HELP-BEFORE", typed("help"), to=SHARED))  # before Acme had its own number
     await put_sender(client, tenant)
     await post(client, inbound("wamid.HELP-OWN", typed("help"), to=OWN))
+    assert (await replies(db))[-1] == ("help:wamid.HELP-OWN", tenant.employer_id, at_acme, OWN)
     await put_sender(client, tenant, pnid=NEW_OWN, token=NEW_TOKEN)  # Acme moves to another number
+    # What waits is routed again at once: OWN is no longer Acme's, so the shared number (NULL) answers.
     assert await replies(db) == [
         ("help:wamid.HELP-BEFORE", tenant.employer_id, at_acme, None),
-        ("help:wamid.HELP-OWN", tenant.employer_id, at_acme, OWN),
+        ("help:wamid.HELP-OWN", tenant.employer_id, at_acme, None),
     ]
 
     await settle(make_dispatcher(settings, db, http, "moved"), db)
@@ -557,7 +560,7 @@ async def test_a_changed_sender_takes_the_rows_not_yet_sent(
     await d.drain()
     assert [s.bearer for s in sends(old_route)] == [bearer(OWN_TOKEN)] * 2
     assert Counter(await rows(db, "SELECT status, phone_number_id FROM delivery")) == Counter(
-        {("sent", OWN): 2, ("pending", None): 2}
+        {("sent", OWN): 2, ("pending", OWN): 2}  # waiting rows carry the number they will go out from
     )
 
     await put_sender(client, tenant, pnid=NEW_OWN, token=NEW_TOKEN)
@@ -568,6 +571,35 @@ async def test_a_changed_sender_takes_the_rows_not_yet_sent(
     assert Counter(await rows(db, "SELECT status, phone_number_id FROM delivery")) == Counter(
         {("sent", OWN): 2, ("sent", NEW_OWN): 2}
     )
+
+
+async def test_rows_waiting_on_a_stale_number_go_out_from_the_current_one(
+    client: AsyncTestClient[Litestar],
+    db: Db,
+    settings: Settings,
+    tenant: Tenant,
+    graph_respx: respx.MockRouter,
+    http: httpx.AsyncClient,
+) -> None:
+    """Waiting rows carry their number; if one is stale (a sender change that raced a retry), the claim moves a
+    row waiting on another live number, and housekeeping one waiting on a number no dispatcher sends from."""
+    await put_sender(client, tenant)
+    await staff(db, tenant, "1", 4)
+    await announce(db, tenant)
+    await full_budget(db, SHARED, OWN)
+    own_route = graph_respx.post(f"/{OWN}/messages").mock(side_effect=lambda r: accepted(json.loads(r.content)))
+    await fanout.fan_out_due(db)
+    ids = [i for (i,) in await rows(db, "SELECT id FROM delivery ORDER BY id")]
+    assert await rows(db, "SELECT DISTINCT phone_number_id FROM delivery") == [(OWN,)]
+    async with db() as s, s.begin():
+        await s.execute(text("UPDATE delivery SET phone_number_id = NULL WHERE id = ANY(:ids)"), {"ids": ids[:2]})
+        await s.execute(text("UPDATE delivery SET phone_number_id = '299999999999999' WHERE id = ANY(:ids)"),
+                        {"ids": ids[2:]})  # fmt: skip
+
+    await settle(make_dispatcher(settings, db, http, "stale"), db)
+
+    assert [s.bearer for s in sends(own_route)] == [bearer(OWN_TOKEN)] * 4  # none from the shared number
+    assert await rows(db, "SELECT status, phone_number_id FROM delivery") == [("sent", OWN)] * 4
 
 
 async def test_an_expired_token_pauses_only_its_own_number_until_a_new_token_is_put(
