@@ -13,15 +13,19 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 
 import uvicorn
+from prometheus_client.multiprocess import mark_process_dead
 
 from bot.logs import configure_logging, uvicorn_log_config
+from bot.metrics import MULTIPROC_ENV
 from bot.settings import Settings
 from bot.state import Lifespan
 
@@ -123,6 +127,10 @@ class Supervisor:
     def run(self) -> None:
         config = uvicorn.Config("bot.app:create_app", host=self._settings.host, port=self._settings.port)
         sock = config.bind_socket()
+        # One directory for every process's metric values: /metrics from any of them answers the sum (bot/metrics.py).
+        # Set before the processes are spawned, which is when prometheus_client reads it.
+        metrics_dir = tempfile.mkdtemp(prefix="jem-metrics-")
+        os.environ[MULTIPROC_ENV] = metrics_dir
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         log.info("serving on %s:%d with %d server processes", self._settings.host, self._settings.port, self._workers)
         try:
@@ -133,6 +141,8 @@ class Supervisor:
         finally:
             self._stop_all()
             sock.close()
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
@@ -164,6 +174,9 @@ class Supervisor:
                           process.exitcode)  # fmt: skip
                 self._stopping = True
                 return
+            if process.pid is not None:
+                # Its counters stay in the sum (they counted real events); its live gauges go.
+                mark_process_dead(process.pid, os.environ[MULTIPROC_ENV])  # type: ignore[no-untyped-call]
             role = " (with the dispatcher)" if index == 0 else ""
             log.warning("server process %d%s exited with status %s; starting it again", index, role, process.exitcode)
             self._start(index, sock)

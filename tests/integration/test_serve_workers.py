@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -54,6 +55,15 @@ def test_two_server_processes_share_the_port_and_run_one_dispatcher(
             alive.add(health["dispatchers_alive"])
         assert answered_by == {"with the dispatcher", None}  # both processes answer; one runs the dispatcher
         assert alive == {1}  # once per serve, not once per process
+        # Metrics are the sum over the processes, whichever answers: 40 unsigned webhook POSTs (401), each on a new
+        # connection so both processes take some, are 40 in every answer.
+        for _ in range(40):
+            assert httpx.post(f"{base}/webhooks/whatsapp", content=b"{}", timeout=5).status_code == 401
+        counted = {
+            re.search(r'^jem_webhook_requests_total\{status="401"\} (\S+)$', httpx.get(f"{base}/metrics").text, re.M)
+            for _ in range(10)
+        }
+        assert {float(m.group(1)) if m else None for m in counted} == {40.0}
         # A server process that dies is started again, in its role.
         victim = server_processes(proc)[1]
         victim.kill()
