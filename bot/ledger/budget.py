@@ -72,13 +72,24 @@ async def back_off(
     retry_after: float | None,
     base: float,
     cap: float,
+    ok_at: datetime | None = None,
 ) -> float:
     """Stop every worker sending from this number for a while; returns how long (seconds from now).
 
     The first failure after a quiet spell waits ``base`` seconds, and each further wave twice as long, up to
     ``cap``: a two-minute Graph outage is probed a dozen times, and sending resumes within ``cap`` of its end.
+    ``ok_at`` is when the caller last saw a send from this number go through: after the previous back-off ended,
+    it means the number works, so this wave is a first one again (occasional throttling must not grow into long
+    stalls just because the successes' batched writes land after the next 130429).
     """
-    params = {"p": phone_number_id, "reason": reason[:200], "retry_after": retry_after, "base": base, "cap": cap}
+    params = {
+        "p": phone_number_id,
+        "reason": reason[:200],
+        "retry_after": retry_after,
+        "base": base,
+        "cap": cap,
+        "ok_at": ok_at,
+    }
     async with sm() as s, s.begin():
         await s.execute(query("budget_ensure"), {"p": phone_number_id})
         seconds = (await s.execute(query("sender_back_off"), params)).scalar_one()

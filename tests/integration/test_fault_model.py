@@ -11,6 +11,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.dispatch.dispatcher import Dispatcher
 from bot.graph.client import GraphClient, make_http_client
-from bot.ledger import claim, fanout, outcome
+from bot.ledger import budget, claim, fanout, outcome
 from bot.maintenance import WORKER_RETENTION_DAYS, purge_all
 from bot.settings import Settings
 from tests.conftest import Tenant
@@ -279,6 +280,28 @@ async def test_a_graph_outage_backs_the_sender_off_and_fails_nobody(
     assert len(stub.requests) == 10
     sender = (await client.get("/sender", headers=tenant.headers)).json()
     assert sender["backoff_until"] is None  # recovered: nothing in the way any more
+
+
+async def test_back_off_escalates_over_failed_waves_and_starts_small_once_a_send_went_through(db: Db) -> None:
+    """Each wave that fails right after the last back-off ended waits twice as long, up to the cap. But a send seen
+    going through after that end proves the number works: the next wave waits the base again. Without it, a rare
+    130429 raced the batched write of the successes and a run with 1.5 % throttling stalled for 15 s and more."""
+    number, base, cap = "100000000000001", 1.0, 60.0
+
+    async def wave(ok_at: datetime | None = None) -> float:
+        waits = await budget.back_off(
+            db, phone_number_id=number, reason="throttled", retry_after=None, base=base, cap=cap, ok_at=ok_at
+        )
+        async with db() as s, s.begin():  # the back-off has run out (rather than sleeping through it)
+            await s.execute(text("UPDATE send_budget SET backoff_until = now() - interval '10 ms'"))
+        return waits
+
+    escalating = [round(await wave()) for _ in range(4)]
+    assert escalating == [1, 2, 4, 8]
+    assert round(await wave(ok_at=datetime.now(UTC))) == 1  # a send went through after the last back-off
+    assert round(await wave()) == 2  # and the escalation starts over from there
+    stale = datetime.now(UTC) - timedelta(minutes=1)  # a success from before the last back-off proves nothing
+    assert round(await wave(ok_at=stale)) == 4
 
 
 @pytest.mark.parametrize(
