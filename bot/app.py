@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 from litestar import Litestar
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 
 from bot.account import me
 from bot.announcements.controller import AnnouncementController
+from bot.apidocs import docs_assets_router, openapi_config
 from bot.db.engine import make_engine, make_pg_pool, make_sessionmaker, resolve_database_url
 from bot.db.migrate import check_schema
 from bot.deps import DEPENDENCIES
@@ -23,10 +22,12 @@ from bot.errors import EXCEPTION_HANDLERS
 from bot.health import health, metrics
 from bot.inbox.controller import list_messages
 from bot.ledger.tracker import TrackerSource
+from bot.media.controller import upload_media
 from bot.metrics import Metrics
 from bot.senders.controller import SenderController
 from bot.settings import Settings
 from bot.state import AppState, Lifespan, app_state
+from bot.templates.controller import TemplateController
 from bot.webhook.controller import WebhookController
 
 log = logging.getLogger("jem.app")
@@ -66,7 +67,12 @@ def create_app(
                 await check_schema(engine)
             state.pg = await make_pg_pool(url, pgbouncer=settings.pgbouncer)
             try:
-                yield
+                async with httpx.AsyncClient(
+                    timeout=httpx.Timeout(settings.graph_timeout, connect=min(5.0, settings.graph_timeout)),
+                    follow_redirects=False,
+                ) as graph_http:
+                    state.graph_http = graph_http
+                    yield
             finally:
                 await state.pg.close()
         finally:
@@ -77,10 +83,13 @@ def create_app(
         metrics,
         me,
         SenderController,
+        TemplateController,
+        upload_media,
         EmployeeController,
         AnnouncementController,
         WebhookController,
         list_messages,
+        docs_assets_router(),
     ]
 
     return Litestar(
@@ -90,16 +99,7 @@ def create_app(
         lifespan=[database, *extra_lifespans],
         state=AppState({"settings": settings, "metrics": Metrics(), "dispatcher": None}),
         request_max_body_size=MAX_BODY_BYTES,
-        openapi_config=OpenAPIConfig(
-            title="jem-bot",
-            version="1.0.0",
-            description="WhatsApp announcements for employers. Every endpoint except /health, /metrics, /docs "
-            "and /webhooks/whatsapp needs `Authorization: Bearer <token>`; a token sees only its employer.",
-            path="/docs",
-            render_plugins=[ScalarRenderPlugin(path="/"), SwaggerRenderPlugin(path="/swagger")],
-            components=Components(security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer")}),
-            security=[{"BearerToken": []}],
-        ),
+        openapi_config=openapi_config(),
         debug=False,
         # Litestar's default logging config replaces the root handlers at startup with its own, unmasked
         # format: phone numbers and wamids in our log lines would reach the log. `bot.logs` owns logging.

@@ -25,6 +25,22 @@ MAX_MESSAGE_LENGTH = 4096
 MAX_IMPORT_ROWS = 10_000
 
 
+def documented(**schema: object) -> msgspec.Meta:
+    """A constraint the service checks itself, shown in the OpenAPI document only.
+
+    Services check these by hand so that a 422 names every bad field at once, in words of ours; `msgspec.Meta(
+    max_length=…)` would be enforced on decoding instead, stopping at the first. Litestar copies
+    `extra_json_schema["extra"]` onto the field's schema (JSON Schema names: `format`, `maxLength`, `pattern`, …).
+    """
+    return msgspec.Meta(extra_json_schema={"extra": schema})
+
+
+# Checked after trimming (bot/announcements/service.py).
+Message = Annotated[str, documented(minLength=1, maxLength=MAX_MESSAGE_LENGTH)]
+# RFC 3339 with a UTC offset (`2026-12-01T09:00:00+02:00`, `…Z`); a time without one is a 422.
+SendTime = Annotated[str, documented(format="date-time")]
+
+
 class Page(msgspec.Struct, Generic[T], kw_only=True):
     items: list[T]
     next_cursor: str | None = None
@@ -59,6 +75,8 @@ class Employer(msgspec.Struct, kw_only=True):
     slug: str
     name: str
     timezone: str
+    # The language template announcements use for employees without one (null: any approved translation).
+    language: str | None = None
 
 
 class Me(msgspec.Struct, kw_only=True):
@@ -68,10 +86,34 @@ class Me(msgspec.Struct, kw_only=True):
 # --- employees -------------------------------------------------------------------------------------
 
 
+Language = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=2,
+        max_length=12,
+        description='WhatsApp template language code: "en", "af", "zu", "en_US", "pt_BR"…',
+    ),
+]
+
+
 class EmployeeIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An upsert by phone: only the fields sent change. One left out keeps the employee's value (a new employee
+    needs a `name`; its `tags` default to none), so a client that sends what it knows never wipes the rest."""
+
     phone: Annotated[str, msgspec.Meta(description="E.164, e.g. +27821234567; spaces and dashes are removed")]
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    tags: list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]] = []
+    name: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=200, description="required for a new employee")]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    tags: (
+        Annotated[
+            list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]],
+            msgspec.Meta(description="left out: kept (none for a new employee); [] removes them all"),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+    # Not sent: an existing employee keeps theirs; null: none (the employer's default language applies).
+    language: Language | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class EmployeePatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -79,6 +121,7 @@ class EmployeePatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | msgspec.UnsetType = msgspec.UNSET
     tags: list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]] | msgspec.UnsetType = msgspec.UNSET
     active: bool | msgspec.UnsetType = msgspec.UNSET
+    language: Language | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class Employee(msgspec.Struct, kw_only=True):
@@ -94,6 +137,8 @@ class Employee(msgspec.Struct, kw_only=True):
     # Whether WhatsApp's business-scoped user id is known for them (a message without their number, from a user
     # with a WhatsApp username, can then still be matched to them). The id itself is never shown.
     bsuid_known: bool = False
+    # Template announcements go out in it when the template has it (else the employer's default language).
+    language: str | None = None
 
 
 class EmployeeImport(msgspec.Struct, kw_only=True):
@@ -118,15 +163,19 @@ class Audience(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_
 
 
 class AnnouncementIn(msgspec.Struct, kw_only=True):
-    message: str
-    send_time: str | None = None
+    # One of the two: plain text (reaches only employees who wrote in the last 24 h, unless the server sends
+    # text through WHATSAPP_TEMPLATE), or an approved template.
+    message: Message | None = None
+    send_time: SendTime | None = None
     audience: Audience | None = None
+    template: TemplateUse | None = None
 
 
 class AnnouncementPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    message: str | msgspec.UnsetType = msgspec.UNSET
-    send_time: str | msgspec.UnsetType | None = msgspec.UNSET
+    message: Message | msgspec.UnsetType = msgspec.UNSET
+    send_time: SendTime | msgspec.UnsetType | None = msgspec.UNSET
     audience: Audience | msgspec.UnsetType = msgspec.UNSET
+    template: TemplateUse | msgspec.UnsetType = msgspec.UNSET
 
 
 class Counts(msgspec.Struct, kw_only=True):
@@ -143,6 +192,50 @@ class Counts(msgspec.Struct, kw_only=True):
     acknowledged: int = 0
 
 
+class TemplateHeader(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """A template's header: media by public HTTPS link or by an id from `POST /media`, or text."""
+
+    link: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    media_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    text: Annotated[str, msgspec.Meta(max_length=60)] | None = None
+    # A document's name as the employee sees it.
+    filename: Annotated[str, msgspec.Meta(max_length=240)] | None = None
+
+
+class TemplateUse(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
+    """An approved template from `GET /templates` with its body parameters ({{1}}, {{2}}, …) in order."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    parameters: list[str] = []
+    header: TemplateHeader | None = None
+
+
+class TemplateButton(msgspec.Struct, kw_only=True):
+    type: str
+    text: str
+
+
+class Template(msgspec.Struct, kw_only=True):
+    name: str
+    language: str
+    status: str
+    category: str | None
+    header: Literal["none", "text", "image", "document", "video"]
+    body_parameters: int
+    buttons: list[TemplateButton]
+    preview: str
+
+
+class SyncResult(msgspec.Struct, kw_only=True):
+    synced: int
+
+
+class Media(msgspec.Struct, kw_only=True):
+    media_id: str
+    mime_type: str
+    bytes: int
+
+
 class Announcement(msgspec.Struct, kw_only=True):
     id: int
     message: str
@@ -154,6 +247,20 @@ class Announcement(msgspec.Struct, kw_only=True):
     completed_at: datetime | None
     cancelled_at: datetime | None = None
     counts: Counts
+    # The template it is sent as (its parameters flattened as they are sent); `message` and `preview` then hold
+    # the rendered text as the employee will see it.
+    template: TemplateUse | None = None
+    preview: str = ""
+    # Deliveries sent, by the template translation used.
+    languages: dict[str, int] = {}
+    # Failed deliveries by Meta's code, e.g. 131047: text outside the 24-hour window (a template is needed).
+    failures: list[FailureCount] = []
+
+
+class FailureCount(msgspec.Struct, kw_only=True):
+    code: int | None
+    title: str | None
+    count: int
 
 
 class DeliveryError(msgspec.Struct, kw_only=True):
@@ -176,12 +283,35 @@ class Delivery(msgspec.Struct, kw_only=True):
     delivered_at: datetime | None
     read_at: datetime | None
     acknowledged_at: datetime | None
+    # The template translation it was sent in, and Meta's pacing status when not plain "accepted".
+    language: str | None = None
+    message_status: str | None = None
 
 
 class ResendResult(msgspec.Struct, kw_only=True):
     announcement_id: int
     resent: int
     requested_at: datetime
+
+
+TimelineBucket = Literal["minute", "hour"]
+
+
+class TimelinePoint(msgspec.Struct, kw_only=True):
+    """How many of an announcement's deliveries were sent, delivered, read and acknowledged in one bucket."""
+
+    at: datetime
+    sent: int = 0
+    delivered: int = 0
+    read: int = 0
+    acknowledged: int = 0
+
+
+class Timeline(msgspec.Struct, kw_only=True):
+    """Buckets with something in them, oldest first (GET /announcements/{id}/timeline)."""
+
+    bucket: TimelineBucket
+    points: list[TimelinePoint]
 
 
 # --- inbox -----------------------------------------------------------------------------------------
@@ -214,10 +344,10 @@ class SenderState(msgspec.Struct, kw_only=True):
 class SenderIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """An employer's own WhatsApp number: Graph's ids for it, an access token allowed to send from it, a rate."""
 
-    phone_number_id: str
-    waba_id: str
-    access_token: str
-    rate: float = 80.0
+    phone_number_id: Annotated[str, documented(pattern="^[0-9]{5,32}$")]
+    waba_id: Annotated[str, documented(pattern="^[0-9]{5,32}$")]
+    access_token: Annotated[str, documented(minLength=10, maxLength=2048)]
+    rate: Annotated[float, documented(minimum=1, maximum=1000)] = 80.0
 
 
 class Sender(msgspec.Struct, kw_only=True):

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example, OpenAPIResponse, Operation, Schema
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy.exc import DBAPIError
 
@@ -63,6 +68,20 @@ class PayloadTooLargeError(DomainError):
     title = "Payload Too Large"
 
 
+class UnsupportedMediaTypeError(DomainError):
+    """This kind of content is not accepted here."""
+
+    status_code = 415
+    title = "Unsupported Media Type"
+
+
+class BadGatewayError(DomainError):
+    """WhatsApp (Graph) refused or did not answer."""
+
+    status_code = 502
+    title = "Bad Gateway"
+
+
 class ValidationFailedError(DomainError):
     """The request has invalid fields."""
 
@@ -78,6 +97,25 @@ class ValidationFailedError(DomainError):
         shown = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         return cls(f"{shown}{more}", errors=errors)
+
+
+# RFC 9110's reason phrases (422's as RFC 9110 renamed it), the problem `title` of each status we answer.
+TITLES: Mapping[int, str] = MappingProxyType(
+    {
+        400: "Bad Request",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        409: "Conflict",
+        413: "Payload Too Large",
+        415: "Unsupported Media Type",
+        422: "Unprocessable Content",
+        500: "Internal Server Error",
+        502: "Bad Gateway",
+        503: "Service Unavailable",
+    }
+)
 
 
 def problem_response(
@@ -138,20 +176,8 @@ def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Res
     detail = str(exc.detail)
     if status == 400 and "JSON is malformed" in detail:
         detail = "the body is not valid JSON: " + detail.split(":", 1)[-1].strip()
-    titles = {
-        400: "Bad Request",
-        401: "Unauthorized",
-        403: "Forbidden",
-        404: "Not Found",
-        405: "Method Not Allowed",
-        409: "Conflict",
-        413: "Payload Too Large",
-        415: "Unsupported Media Type",
-        422: "Unprocessable Content",
-        503: "Service Unavailable",
-    }
     headers = dict(exc.headers) if exc.headers else None
-    return problem_response(status, titles.get(status, "Error"), detail, headers=headers)
+    return problem_response(status, TITLES.get(status, "Error"), detail, headers=headers)
 
 
 def too_deep_handler(request: Request[Any, Any, Any], exc: RecursionError) -> Response[bytes]:
@@ -194,3 +220,72 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     RecursionError: too_deep_handler,
     Exception: unexpected_error_handler,
 }
+
+
+# --- the OpenAPI document ---------------------------------------------------------------------------------------
+
+# What a status means wherever it is answered, and an example body; an operation may say more (see `problems`).
+_MEANINGS: Mapping[int, tuple[str, str]] = MappingProxyType(
+    {
+        400: ("Malformed request: the body is not JSON, or a JSON body is missing", "a JSON request body is required"),
+        401: ("No valid bearer token: send `Authorization: Bearer <token>`", "the token is invalid or revoked"),
+        403: ("Refused", "forbidden"),
+        404: ("No such resource for this employer (another employer's ids are answered alike)", "not found"),
+        409: ("The resource is not in a state that allows this", "the resource is not in a state that allows this"),
+        413: ("The request body is over 8 MiB", "The request body is too large."),
+        415: ("This kind of content is not accepted here", "this kind of content is not accepted here"),
+        422: (
+            "Validation failed; `errors` names every invalid field (`field` is a path such as `employees[3].phone`)",
+            "phone: must be in international E.164 form with a leading + and country code, e.g. +27821234567",
+        ),
+        500: ("A bug on our side: it is logged, and `detail` says only that", "an unexpected error occurred"),
+        502: ("WhatsApp (Graph) refused or did not answer", "WhatsApp refused the request"),
+        503: ("A service this needs is unavailable", "the database is unavailable"),
+    }
+)
+
+
+def problems(*statuses: int | tuple[int, str]) -> dict[int, ResponseSpec]:
+    """`responses=` of a route handler: a problem-details answer (`application/problem+json`) for each status it can
+    give, `(status, description)` where the operation has more to say, and always 500 (any operation can fail
+    unexpectedly). Use with `operation_class=ProblemOperation`, which drops Litestar's own error shape."""
+    specs: dict[int, ResponseSpec] = {}
+    for item in (*statuses, 500):
+        status, description = item if isinstance(item, tuple) else (item, _MEANINGS[item][0])
+        detail = _MEANINGS[status][1]
+        example: dict[str, object] = {"title": TITLES[status], "status": status, "detail": detail}
+        if status == 422:
+            field, _, message = detail.partition(": ")
+            example["errors"] = [{"field": field, "message": message}]
+        specs[status] = ResponseSpec(
+            Problem,
+            description=description,
+            media_type=PROBLEM_JSON,
+            generate_examples=False,
+            examples=[Example(summary=TITLES[status], value=example)],
+        )
+    return specs
+
+
+def _litestar_error_shape(response: object) -> bool:
+    """Litestar's generated error response: `{status_code, detail, extra}`, which this service never answers."""
+    if not isinstance(response, OpenAPIResponse) or not response.content:
+        return False
+    return any(
+        isinstance(media.schema, Schema) and set(media.schema.properties or ()) == {"status_code", "detail", "extra"}
+        for media in response.content.values()
+    )
+
+
+@dataclass
+class ProblemOperation(Operation):
+    """An operation documented with only the statuses its handler declares.
+
+    Litestar adds a 400 of its own shape to every operation with a parameter (and the header `Authorization` is
+    one), including those that can never answer 400. Handlers list the statuses they really answer with
+    `problems()`; what Litestar added besides is dropped here.
+    """
+
+    def __post_init__(self) -> None:
+        if self.responses:
+            self.responses = {code: r for code, r in self.responses.items() if not _litestar_error_shape(r)}

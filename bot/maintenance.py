@@ -5,6 +5,8 @@
 * Inbound messages (texts and payloads): `JEM_RETENTION_DAYS` (default 365).
 * Dispatcher heartbeat rows: 7 days after the worker stopped or went silent.
 
+It also reads the template catalogues in use again when they are over an hour old.
+
 Every server runs this; the deletes are idempotent, so several servers doing it at once is harmless.
 """
 
@@ -17,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import httpx
 from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,6 +27,7 @@ from bot.db.queries import query
 from bot.ledger import reaper
 from bot.settings import Settings
 from bot.state import Lifespan, app_state
+from bot.templates import service as templates
 
 log = logging.getLogger("jem.maintenance")
 
@@ -73,23 +77,34 @@ async def purge_all(sessionmaker: async_sessionmaker[AsyncSession], *, retention
     )
 
 
-async def _loop(sessionmaker: async_sessionmaker[AsyncSession], interval: float, retention_days: int) -> None:
+async def _loop(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    interval: float,
+    settings: Settings,
+    http: httpx.AsyncClient | None,
+) -> None:
     while True:
         try:
-            purged = await purge_all(sessionmaker, retention_days=retention_days)
+            purged = await purge_all(sessionmaker, retention_days=settings.retention_days)
             if purged:
                 log.info("purged %s", purged)
         except Exception:  # a database blip must not end housekeeping for the life of the server
             log.exception("maintenance purge failed; retrying next round")
+        if http is not None:
+            try:
+                # Templates approved, edited or deleted in WhatsApp Manager reach the catalogue within the hour.
+                await templates.sync_due(sessionmaker, http, settings)
+            except Exception:
+                log.exception("template catalogue refresh failed; retrying next round")
         await asyncio.sleep(interval)
 
 
 def maintenance_lifespan(settings: Settings, *, interval: float = INTERVAL_SECONDS) -> Lifespan:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        task = asyncio.create_task(
-            _loop(app_state(app).sessionmaker, interval, settings.retention_days), name="maintenance"
-        )
+        state = app_state(app)
+        http = getattr(state, "graph_http", None)
+        task = asyncio.create_task(_loop(state.sessionmaker, interval, settings, http), name="maintenance")
         try:
             yield
         finally:

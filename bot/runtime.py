@@ -59,8 +59,14 @@ def database_url(settings: Settings) -> str:
     return url
 
 
-def run_with_engine(url: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    """Run `work` on a small engine that has answered a ping (so an unreachable database is one clear error)."""
+def database_source(settings: Settings) -> str:
+    """Where the database URL comes from, as errors name it: the setting to fix, or the embedded server."""
+    return "DATABASE_URL" if settings.database_url else f"the embedded PostgreSQL in {settings.data_dir}"
+
+
+def run_with_engine(url: str, work: Callable[[AsyncEngine], Awaitable[T]], *, source: str = "DATABASE_URL") -> T:
+    """Run `work` on a small engine that has answered a ping, so an unreachable database is one clear error naming
+    `source` (see database_source), what is wrong and how to fix it."""
     from bot.db.engine import make_engine, ping
 
     async def run() -> T:
@@ -68,7 +74,7 @@ def run_with_engine(url: str, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
         # works through PgBouncer's transaction pooling too, whatever JEM_PGBOUNCER says.
         engine = make_engine(url, pool_size=2, max_overflow=0, pgbouncer=True)
         try:
-            await ping(engine)
+            await ping(engine, source=source)
             return await work(engine)
         finally:
             await engine.dispose()
@@ -86,7 +92,7 @@ def preflight(settings: Settings) -> str:
         await check_secret_key(engine, settings)
 
     url = database_url(settings)
-    run_with_engine(url, check)
+    run_with_engine(url, check, source=database_source(settings))
     return url
 
 
@@ -117,11 +123,14 @@ async def find_employer(conn: AsyncConnection, slug: str) -> int | None:
     return None if employer_id is None else int(employer_id)
 
 
-async def create_employer(conn: AsyncConnection, *, slug: str, name: str, timezone: str) -> int | None:
+async def create_employer(
+    conn: AsyncConnection, *, slug: str, name: str, timezone: str, language: str | None = None
+) -> int | None:
     """The new employer's id, or None if the slug is taken (then nothing changes). The caller validates."""
     from bot.db.queries import query
 
-    created = await conn.execute(query("employer_create"), {"s": slug, "n": name, "t": timezone})
+    params = {"s": slug, "n": name, "t": timezone, "lang": language}
+    created = await conn.execute(query("employer_create"), params)
     employer_id = created.scalar()
     return None if employer_id is None else int(employer_id)
 

@@ -257,8 +257,10 @@ def normalise_database_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep or not re.fullmatch(r"postgres(ql)?(\+[a-z0-9_]+)?", scheme):
         # Without "://" the value may be anything (a bare password pasted by mistake): show none of it.
-        got = f", got scheme {scheme!r}" if sep else ""
-        raise ConfigError(f"DATABASE_URL must be a postgresql://user:password@host:port/database URL{got}")
+        got = f" (its scheme is {scheme!r})" if sep else ""
+        raise ConfigError(
+            f"DATABASE_URL is not a PostgreSQL URL{got}: set it to postgresql://user:password@host:port/database"
+        )
     normalised = "postgresql+asyncpg://" + rest
     from sqlalchemy.engine import make_url  # here: the settings module stays light for everything else
     from sqlalchemy.exc import ArgumentError

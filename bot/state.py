@@ -15,6 +15,7 @@ from litestar.datastructures import State
 
 if TYPE_CHECKING:
     import asyncpg
+    import httpx
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
     from bot.db.embedded import EmbeddedServer
@@ -45,6 +46,8 @@ class AppState(State):
     pg: asyncpg.Pool
     trackers: TrackerSource
     embedded: EmbeddedServer | None
+    # For the API's own calls to Graph (template catalogue, media upload); sends go through the dispatcher's.
+    graph_http: httpx.AsyncClient
     # Set by the dispatcher lifespan when `serve` runs one.
     dispatcher: Describable | None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ import respx
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.app import create_app
@@ -50,15 +52,33 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 TABLES = (
     "inbound_message, webhook_event, resend_request, delivery, announcement, idempotency_key, "
-    "employee_user_id, identity_change, employer_choice, sender, employee, api_token, employer, worker, send_budget"
+    "employee_user_id, identity_change, employer_choice, sender, employee, api_token, employer, worker, send_budget, "
+    "template, template_sync, opt_out_hash"
 )
+
+
+async def _empty(engine: AsyncEngine) -> None:
+    """TRUNCATE every table, retrying when PostgreSQL picks it as a deadlock victim.
+
+    A process the previous test SIGKILLed can leave a backend that still holds row locks for a moment and waits for
+    another table; TRUNCATE locks the tables one by one, so the two can deadlock (seen once in CI). PostgreSQL aborts
+    one of them: when it is us, the other finishes and the next try goes through.
+    """
+    for attempt in range(5):
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+            return
+        except DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) != "40P01" or attempt == 4:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
 
 
 @pytest.fixture
 async def db(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """A sessionmaker on a database emptied before the test."""
-    async with engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    await _empty(engine)
     yield make_sessionmaker(engine)
     # Own numbers make `serve` and `worker` demand JEM_SECRET_KEY at start-up: a later test that starts them
     # before emptying the database must not inherit this test's senders.

@@ -16,10 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import contracts
 from bot.announcements import idempotency, service
 from bot.auth import Principal
-from bot.errors import problem_response
+from bot.errors import ProblemOperation, problem_response, problems
 from bot.ledger.cancel import cancel
 from bot.ledger.resend import resend_unknown
-from bot.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, next_cursor
+from bot.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, known_id, next_cursor
+from bot.state import AppState
+from bot.templates.service import Lookup
 
 JSON = "application/json"
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"page size, at most {MAX_LIMIT}")]
@@ -85,15 +87,25 @@ class AnnouncementController(Controller):
         description=CREATE_DESCRIPTION,
         responses={
             201: ResponseSpec(contracts.Announcement, description="The announcement (also when replayed)"),
-            409: ResponseSpec(
-                contracts.Problem, description="Same Idempotency-Key still running", generate_examples=False
+            **problems(
+                400,
+                401,
+                (409, "The same Idempotency-Key is still being processed (`Retry-After: 1`)"),
+                413,
+                (
+                    422,
+                    "Validation failed (`errors` names every invalid field), or the Idempotency-Key was used "
+                    "with another body",
+                ),
             ),
         },
+        operation_class=ProblemOperation,
     )
     async def create(
         self,
         request: Request[Any, Any, Any],
         data: Annotated[contracts.AnnouncementIn, Body(examples=CREATE_EXAMPLES)],
+        state: AppState,
         principal: NamedDependency[Principal],
         db_session: NamedDependency[AsyncSession],
         idempotency_key: Annotated[
@@ -106,7 +118,9 @@ class AnnouncementController(Controller):
         ] = None,
     ) -> Response[bytes]:
         if idempotency_key is None:
-            created = await service.create(db_session, principal.employer_id, principal.token_id, data)
+            created = await service.create(
+                db_session, principal.employer_id, principal.token_id, data, Lookup(state.graph_http, state.settings)
+            )
             body = _encode(created)
             await db_session.commit()
             return Response(body, status_code=201, media_type=JSON)
@@ -122,7 +136,9 @@ class AnnouncementController(Controller):
                 outcome.body, status_code=outcome.status, media_type=JSON, headers={"Idempotent-Replayed": "true"}
             )
         try:
-            created = await service.create(db_session, principal.employer_id, principal.token_id, data)
+            created = await service.create(
+                db_session, principal.employer_id, principal.token_id, data, Lookup(state.graph_http, state.settings)
+            )
             body = _encode(created)
             await idempotency.complete(db_session, outcome, 201, body)
             await db_session.commit()
@@ -137,7 +153,15 @@ class AnnouncementController(Controller):
             raise
         return Response(body, status_code=201, media_type=JSON)
 
-    @get("/", operation_id="ListAnnouncements", summary="List announcements, newest first, each with counts")
+    @get(
+        "/",
+        operation_id="ListAnnouncements",
+        summary="List announcements, newest first, each with counts",
+        responses=problems(
+            401, (422, "A `limit` outside 1–500, a `cursor` this API did not return, or an unknown `status`")
+        ),
+        operation_class=ProblemOperation,
+    )
     async def list_announcements(
         self,
         principal: NamedDependency[Principal],
@@ -157,6 +181,8 @@ class AnnouncementController(Controller):
         summary="One announcement with its delivery counts",
         description="`counts` come from the ledger: each delivery once under its current status (they add up "
         "to `total`); `acknowledged` counts deliveries the employee acknowledged.",
+        responses=problems(401, 404),
+        operation_class=ProblemOperation,
     )
     async def get_announcement(
         self,
@@ -164,6 +190,7 @@ class AnnouncementController(Controller):
         principal: NamedDependency[Principal],
         db_session: NamedDependency[AsyncSession],
     ) -> contracts.Announcement:
+        known_id(announcement_id, "announcement")
         return await service.get(db_session, principal.employer_id, announcement_id)
 
     @get(
@@ -172,6 +199,8 @@ class AnnouncementController(Controller):
         summary="The announcement's deliveries, newest first",
         description="Phones are masked. `q` matches the employee's name or phone digits; `acknowledged` filters "
         "on whether the employee acknowledged.",
+        responses=problems(401, 404, (422, "A bad `limit`, `cursor`, `status` or `acknowledged`")),
+        operation_class=ProblemOperation,
     )
     async def list_deliveries(
         self,
@@ -184,6 +213,7 @@ class AnnouncementController(Controller):
         limit: Limit = DEFAULT_LIMIT,
         cursor: Cursor = None,
     ) -> contracts.Page[contracts.Delivery]:
+        known_id(announcement_id, "announcement")
         items = await service.deliveries_page(
             db_session,
             principal.employer_id,
@@ -196,21 +226,47 @@ class AnnouncementController(Controller):
         )
         return contracts.Page(items=items[:limit], next_cursor=next_cursor([d.id for d in items], limit))
 
+    @get(
+        "/{announcement_id:int}/timeline",
+        operation_id="GetAnnouncementTimeline",
+        summary="How the announcement's sends, deliveries, reads and acknowledgements arrived over time",
+        description="One point per minute or hour (`bucket`) in which something happened, oldest first; `at` is the "
+        "start of the bucket, counted in the employer's timezone. Each count is of deliveries whose `sent_at`, "
+        "`delivered_at`, `read_at` or `acknowledged_at` falls in the bucket.",
+        responses=problems(401, 404, (422, "A `bucket` other than `minute` or `hour`")),
+        operation_class=ProblemOperation,
+    )
+    async def timeline(
+        self,
+        announcement_id: FromPath[int],
+        principal: NamedDependency[Principal],
+        db_session: NamedDependency[AsyncSession],
+        bucket: Annotated[contracts.TimelineBucket, QueryParameter(required=False)] = "minute",
+    ) -> contracts.Timeline:
+        known_id(announcement_id, "announcement")
+        return await service.timeline(db_session, principal.employer_id, announcement_id, bucket)
+
     @patch(
         "/{announcement_id:int}",
         operation_id="UpdateAnnouncement",
         summary="Change a scheduled announcement",
         description="`message`, `send_time`, `audience` with the same rules as creating. Only while `scheduled`; "
         "once the dispatcher has started it (or it is cancelled) the answer is 409.",
+        responses=problems(400, 401, 404, (409, "The announcement is no longer `scheduled`"), 413, 422),
+        operation_class=ProblemOperation,
     )
     async def update_announcement(
         self,
         announcement_id: FromPath[int],
         data: JSONBody[contracts.AnnouncementPatch],
+        state: AppState,
         principal: NamedDependency[Principal],
         db_session: NamedDependency[AsyncSession],
     ) -> contracts.Announcement:
-        updated = await service.patch(db_session, principal.employer_id, announcement_id, data)
+        known_id(announcement_id, "announcement")
+        updated = await service.patch(
+            db_session, principal.employer_id, announcement_id, data, Lookup(state.graph_http, state.settings)
+        )
         await db_session.commit()
         return updated
 
@@ -221,6 +277,8 @@ class AnnouncementController(Controller):
         summary="Cancel an announcement",
         description="`scheduled` → `cancelled`. `dispatching` → `cancelled`, and its `pending` deliveries become "
         "`cancelled`; what is being sent or was sent stays as it is. `completed` or `cancelled` → 409.",
+        responses=problems(401, 404, (409, "The announcement is already `completed` or `cancelled`")),
+        operation_class=ProblemOperation,
     )
     async def cancel_announcement(
         self,
@@ -228,6 +286,7 @@ class AnnouncementController(Controller):
         principal: NamedDependency[Principal],
         db_session: NamedDependency[AsyncSession],
     ) -> contracts.Announcement:
+        known_id(announcement_id, "announcement")
         await cancel(db_session, principal.employer_id, announcement_id)
         await db_session.commit()
         return await service.get(db_session, principal.employer_id, announcement_id)
@@ -240,6 +299,8 @@ class AnnouncementController(Controller):
         description="The operator's explicit decision to accept the risk of a duplicate: deliveries in `unknown` "
         "are queued again and the request is recorded with the token and time. A completed announcement goes "
         "back to `dispatching`. 409 when the announcement is cancelled; `resent` is 0 when nothing was unknown.",
+        responses=problems(401, 404, (409, "The announcement is cancelled")),
+        operation_class=ProblemOperation,
     )
     async def resend(
         self,
@@ -247,6 +308,7 @@ class AnnouncementController(Controller):
         principal: NamedDependency[Principal],
         db_session: NamedDependency[AsyncSession],
     ) -> contracts.ResendResult:
+        known_id(announcement_id, "announcement")
         resent, requested_at = await resend_unknown(
             db_session, principal.employer_id, announcement_id, principal.token_id
         )

@@ -15,6 +15,9 @@ from bot.errors import ConflictError, NotFoundError, ValidationFailedError
 from bot.ledger.counts import counts_for
 from bot.pagination import MAX_ID
 from bot.phones import mask_phone
+from bot.templates.catalogue import MEDIA_HEADERS, Template, choose
+from bot.templates.render import MAX_PARAMETER_LENGTH, flatten, preview
+from bot.templates.service import Lookup
 
 
 def _message(raw: str, errors: list[FieldError]) -> str:
@@ -72,10 +75,101 @@ async def _audience(
     return {"employee_ids": ids}
 
 
+async def _content(
+    session: AsyncSession,
+    employer_id: int,
+    message: str | None,
+    template: contracts.TemplateUse | None,
+    lookup: Lookup | None,
+    errors: list[FieldError],
+) -> tuple[str, dict[str, Any] | None]:
+    """(the text, or the template's preview; the template as stored) from exactly one of message and template."""
+    if (message is None) == (template is None):
+        errors.append(FieldError(field="message", message="give either message (text) or template, not both"
+                                 if message is not None else "is required (or give a template)"))  # fmt: skip
+        return "", None
+    if message is not None:
+        return _message(message, errors), None
+    assert template is not None
+    if lookup is None:  # pragma: no cover - every caller that can receive a template passes one
+        raise RuntimeError("a template announcement needs the template catalogue")
+    return await _template(session, employer_id, template, lookup, errors)
+
+
+async def _template(
+    session: AsyncSession, employer_id: int, use: contracts.TemplateUse, lookup: Lookup, errors: list[FieldError]
+) -> tuple[str, dict[str, Any] | None]:
+    """Check the template against the catalogue and Meta's rules for parameters (docs/whatsapp.md#message-templates);
+    returns its preview and what is stored: the parameters as they will be sent (whitespace collapsed)."""
+    found = await lookup.translations(session, employer_id, use.name)
+    approved = [t for t in found if t.approved]
+    if not approved:
+        statuses = ", ".join(sorted({t.status for t in found}))
+        missing = "is not in the catalogue (GET /templates lists them; POST /templates/sync reads them again)"
+        why = f"is not approved (status {statuses})" if found else missing
+        errors.append(FieldError(field="template.name", message=f"{use.name!r} {why}"))
+        return "", None
+    language = (await session.execute(query("employer_language"), {"e": employer_id})).scalar()
+    reference = choose(approved, language)
+    assert reference is not None
+    shapes = {(t.body_parameters, t.header_format, t.header_parameters) for t in approved}
+    if len(shapes) > 1:
+        differ = ", ".join(
+            f"{t.language}: {t.body_parameters} parameter(s), header {t.header_format}" for t in approved
+        )
+        errors.append(FieldError(field="template.name", message=f"its translations differ ({differ}); make them "
+                                 "alike in WhatsApp Manager"))  # fmt: skip
+    params = [flatten(p) for p in use.parameters]
+    if len(params) != reference.body_parameters:
+        errors.append(FieldError(field="template.parameters",
+                                 message=f"{use.name!r} takes {reference.body_parameters} body parameter(s), "
+                                 f"got {len(params)}"))  # fmt: skip
+    for i, p in enumerate(params):
+        if not p:
+            errors.append(FieldError(field=f"template.parameters[{i}]", message="must not be empty"))
+        elif len(p) > MAX_PARAMETER_LENGTH:
+            errors.append(FieldError(field=f"template.parameters[{i}]",
+                                     message=f"is {len(p)} characters after whitespace is collapsed; WhatsApp takes "
+                                     f"at most {MAX_PARAMETER_LENGTH}"))  # fmt: skip
+    header = _header(reference, use.header, errors)
+    stored: dict[str, Any] = {"name": use.name, "parameters": params}
+    if header:
+        stored["header"] = header
+    return preview(reference, params, header), stored
+
+
+def _header(t: Template, given: contracts.TemplateHeader | None, errors: list[FieldError]) -> dict[str, str] | None:
+    """The header the template needs, of the kind it needs: media (link or media_id), text, or none."""
+    header = {k: v for k, v in msgspec.structs.asdict(given).items() if v is not None} if given is not None else {}
+    if t.header_format in MEDIA_HEADERS:
+        media = [k for k in ("link", "media_id") if k in header]
+        if len(media) != 1 or "text" in header:
+            need = "give exactly one of link (https://…) or media_id (from POST /media)"
+            errors.append(
+                FieldError(field="template.header", message=f"{t.name!r} has a {t.header_format} header: {need}")
+            )
+        elif "link" in header and not header["link"].startswith("https://"):
+            errors.append(FieldError(field="template.header.link", message="must be an https:// URL"))
+        if "filename" in header and t.header_format != "document":
+            errors.append(FieldError(field="template.header.filename", message="only a document header has one"))
+        return header
+    if t.header_parameters:
+        if set(header) != {"text"} or not flatten(header["text"]):
+            errors.append(FieldError(field="template.header", message=f"{t.name!r} has a text header with a "
+                                     "variable: give {\"text\": …}"))  # fmt: skip
+        return {"text": flatten(header.get("text", ""))}
+    if header:
+        kind = "no header" if t.header_format == "none" else "a fixed text header"
+        errors.append(FieldError(field="template.header", message=f"{t.name!r} has {kind}: leave header out"))
+    return None
+
+
 def _to_contract(row: Any, counts: contracts.Counts) -> contracts.Announcement:
     return contracts.Announcement(
         id=row.id,
         message=row.message,
+        preview=row.message,
+        template=None if row.template is None else msgspec.convert(row.template, contracts.TemplateUse),
         send_time=row.send_at,
         status=row.status,
         audience=msgspec.convert(row.audience, contracts.Audience),
@@ -88,16 +182,29 @@ def _to_contract(row: Any, counts: contracts.Counts) -> contracts.Announcement:
 
 
 async def create(
-    session: AsyncSession, employer_id: int, token_id: int | None, data: contracts.AnnouncementIn
+    session: AsyncSession,
+    employer_id: int,
+    token_id: int | None,
+    data: contracts.AnnouncementIn,
+    lookup: Lookup | None = None,
 ) -> contracts.Announcement:
-    """Insert the announcement as `scheduled` (the dispatcher fans it out at send time). Does not commit."""
+    """Insert the announcement as `scheduled` (the dispatcher fans it out at send time). Does not commit.
+
+    ``lookup`` finds templates (a template announcement is checked against the catalogue)."""
     errors: list[FieldError] = []
-    message = _message(data.message, errors)
+    message, template = await _content(session, employer_id, data.message, data.template, lookup, errors)
     send_at = _send_at(data.send_time, errors)
     audience = await _audience(session, employer_id, data.audience, errors)
     if errors:
         raise ValidationFailedError.many(errors)
-    params = {"e": employer_id, "m": message, "s": send_at, "a": msgspec.json.encode(audience).decode(), "t": token_id}
+    params = {
+        "e": employer_id,
+        "m": message,
+        "s": send_at,
+        "a": msgspec.json.encode(audience).decode(),
+        "t": token_id,
+        "tpl": None if template is None else msgspec.json.encode(template).decode(),
+    }
     row = (await session.execute(query("announcement_insert"), params)).one()
     if row.send_at <= datetime.now(UTC):
         await session.execute(query("wake_dispatchers"))
@@ -109,7 +216,12 @@ async def get(session: AsyncSession, employer_id: int, announcement_id: int) -> 
     if row is None:
         raise NotFoundError("No such announcement.")
     counts = await counts_for(session, [row.id])
-    return _to_contract(row, counts[row.id])
+    shown = _to_contract(row, counts[row.id])
+    languages = (await session.execute(query("announcement_languages"), {"id": row.id})).all()
+    failures = (await session.execute(query("announcement_failures"), {"id": row.id})).all()
+    shown.languages = {r.language: r.n for r in languages}
+    shown.failures = [contracts.FailureCount(code=r.error_code, title=r.error_title, count=r.n) for r in failures]
+    return shown
 
 
 async def list_page(
@@ -123,7 +235,11 @@ async def list_page(
 
 
 async def patch(
-    session: AsyncSession, employer_id: int, announcement_id: int, data: contracts.AnnouncementPatch
+    session: AsyncSession,
+    employer_id: int,
+    announcement_id: int,
+    data: contracts.AnnouncementPatch,
+    lookup: Lookup | None = None,
 ) -> contracts.Announcement:
     """Change a `scheduled` announcement. The conditional UPDATE cannot race with fan-out: once the
     dispatcher has moved it to `dispatching`, no row matches and the answer is 409. Does not commit."""
@@ -133,13 +249,22 @@ async def patch(
         "e": employer_id,
         "set_message": False,
         "m": None,
+        "tpl": None,
         "set_send_at": False,
         "s": None,
         "set_audience": False,
         "a": None,
     }
-    if not isinstance(data.message, msgspec.UnsetType):
-        params |= {"set_message": True, "m": _message(data.message, errors)}
+    message = None if isinstance(data.message, msgspec.UnsetType) else data.message
+    template = None if isinstance(data.template, msgspec.UnsetType) else data.template
+    if message is not None or template is not None:
+        # The content is replaced as a whole: text replaces a template, and a template replaces text.
+        text, stored = await _content(session, employer_id, message, template, lookup, errors)
+        params |= {
+            "set_message": True,
+            "m": text,
+            "tpl": None if stored is None else msgspec.json.encode(stored).decode(),
+        }
     if not isinstance(data.send_time, msgspec.UnsetType):
         params |= {"set_send_at": True, "s": _send_at(data.send_time, errors)}
     if not isinstance(data.audience, msgspec.UnsetType):
@@ -215,6 +340,18 @@ async def deliveries_page(
             delivered_at=r.delivered_at,
             read_at=r.read_at,
             acknowledged_at=r.acknowledged_at,
+            language=r.language,
+            message_status=r.message_status,
         )
         for r in rows
     ]
+
+
+async def timeline(
+    session: AsyncSession, employer_id: int, announcement_id: int, bucket: contracts.TimelineBucket
+) -> contracts.Timeline:
+    """Sent, delivered, read and acknowledged per bucket, oldest first; 404 when the announcement is not ours."""
+    await ensure_exists(session, employer_id, announcement_id)
+    params = {"a": announcement_id, "e": employer_id, "bucket": bucket}
+    rows = (await session.execute(query("announcement_timeline"), params)).mappings().all()
+    return contracts.Timeline(bucket=bucket, points=[contracts.TimelinePoint(**dict(r)) for r in rows])

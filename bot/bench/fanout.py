@@ -631,6 +631,18 @@ class _TimedGraph:
             recipient_user_id=recipient_user_id,
         )
 
+    async def send_template(
+        self, *, to: str, name: str, language: str, components: list[dict[str, Any]], callback_data: str
+    ) -> SendResult:
+        return await self._timed(
+            self._graph.send_template,
+            to=to,
+            name=name,
+            language=language,
+            components=components,
+            callback_data=callback_data,
+        )
+
     async def _timed(self, send: Any, **kwargs: Any) -> SendResult:
         if self.cpu_first is None:
             self.cpu_first = time.process_time()

@@ -19,6 +19,7 @@ from bot.runtime import (
     check_listen_address,
     create_employer,
     create_token,
+    database_source,
     database_url,
     find_employer,
     listen_settings,
@@ -46,6 +47,10 @@ ACME_TAGS = ("store", "managers")
 ACME_EMPLOYEES = 12
 FIRST = ("Thandi", "Sipho", "Lerato", "Johan", "Ayesha", "Pieter", "Nomsa", "Kagiso", "Zanele", "Ruan")
 LAST = ("Nkosi", "Dlamini", "van Wyk", "Naidoo", "Botha", "Mokoena", "Pillay", "Smith")
+# The workforce reads English, Afrikaans and isiZulu; every fourth employee has no language of their own (the
+# employer's default, English, applies).
+LANGUAGES = ("en", "af", "zu", None)
+DEFAULT_LANGUAGE = "en"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,7 +95,7 @@ def secret_key(settings: Settings) -> str:
 
 
 async def _employer(conn: AsyncConnection, slug: str, name: str) -> int:
-    employer_id = await create_employer(conn, slug=slug, name=name, timezone=TIMEZONE)
+    employer_id = await create_employer(conn, slug=slug, name=name, timezone=TIMEZONE, language=DEFAULT_LANGUAGE)
     if employer_id is None:  # a re-run: the employer is there from last time
         employer_id = await find_employer(conn, slug)
     if employer_id is None:
@@ -121,7 +126,9 @@ async def seed(engine: AsyncEngine, settings: Settings, saved: dict[str, str]) -
         for slug, name, people in ((SLUG, NAME, demo_employees()), (ACME_SLUG, ACME_NAME, acme_employees())):
             employer_id = await _employer(conn, slug, name)
             for phone, person, tags in people:
-                await conn.execute(query("demo_employee"), {"e": employer_id, "p": phone, "n": person, "t": tags})
+                language = LANGUAGES[int(phone[-4:]) % len(LANGUAGES)]
+                params = {"e": employer_id, "p": phone, "n": person, "t": tags, "lang": language}
+                await conn.execute(query("demo_employee"), params)
             tokens[slug] = await _token(conn, employer_id, saved.get(slug))
             if slug == SLUG:
                 # Sealed again on every run: the secret key may be new (a deleted JEM_DATA_DIR/secret_key).
@@ -155,9 +162,14 @@ def _saved(path: Path) -> dict[str, str]:
     return found
 
 
+async def _reachable(_engine: AsyncEngine) -> None:
+    """Nothing: run_with_engine has checked that the database answers."""
+
+
 def run(settings: Settings, args: argparse.Namespace) -> None:
     from bot.db.migrate import upgrade
     from bot.server import serve
+    from bot.simulator.embedded import simulator_settings, simulator_url
 
     settings = listen_settings(settings, args.host, args.port)
     check_listen_address(settings.host, settings.port)
@@ -165,11 +177,15 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
     print(f"starting the database ({'DATABASE_URL' if settings.database_url else f'embedded, in {settings.data_dir}'})",
           flush=True)  # fmt: skip
     url = database_url(settings)
+    # A bad DATABASE_URL is one line saying what to fix (bot/db/engine.py), not an Alembic traceback from `upgrade`.
+    run_with_engine(url, _reachable, source=database_source(settings))
     upgrade(url)
 
     settings = settings.replace(secret_key=secret_key(settings))
     saved_path = settings.data_dir / "demo.json"
-    tokens = run_with_engine(url, lambda engine: seed(engine, settings, _saved(saved_path)))
+    tokens = run_with_engine(
+        url, lambda engine: seed(engine, settings, _saved(saved_path)), source=database_source(settings)
+    )
     token = tokens[SLUG]
     api_url = f"http://{settings.host}:{settings.port}"
     saved = {
@@ -187,7 +203,11 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
           f"{', '.join(ACME_TAGS)}), on the shared number; {demo_employees()[0][1]} works for both")  # fmt: skip
     print(f"{ACME_NAME}'s token (the API as {ACME_NAME}): {tokens[ACME_SLUG]}")
     print(f"API + webhook: {api_url}  (docs at {api_url}/docs)")
-    print("WhatsApp simulator: on the next free port; simulated employees read everything and acknowledge some")
+    # The simulator's port is chosen here (the one after the API's if free), so the line names the real one.
+    settings = simulator_settings(settings)
+    simulator = simulator_url(settings)
+    print(f"WhatsApp simulator: {simulator}  (what the phones received: {simulator}/_simulator/stats); "
+          "simulated employees read everything and acknowledge some")  # fmt: skip
     print(f"API token: {token}")
     print(f"saved to {saved_path} (the console reads it)")
     print("next:")

@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from bot.runtime import UsageError, database_url, find_employer, run_with_engine
+from bot.runtime import UsageError, database_source, database_url, find_employer, run_with_engine
 from bot.settings import Settings
 
 if TYPE_CHECKING:
@@ -52,6 +52,6 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
             await session.commit()
             return sender
 
-    sender = run_with_engine(database_url(settings), put)
+    sender = run_with_engine(database_url(settings), put, source=database_source(settings))
     print(f"{args.employer} sends from {sender.phone_number_id} at {sender.rate:g} msg/s "
           f"(token {sender.access_token_hint})")  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.runtime import check_listen_address, listen_settings, stop_signals_exit_zero
@@ -52,6 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "at most RATE messages/second (else 130429; default unlimited); any other id but the default "
         "100000000000001 (any token) is then 100. Without --number: any id, any token",
     )
+    parser.add_argument(
+        "--templates",
+        metavar="FILE",
+        help="the message templates of every business account: a JSON list in the shape GET "
+        "/{waba_id}/message_templates lists them (default: a demo catalogue, bot/simulator/templates.json)",
+    )
+    parser.add_argument(
+        "--enforce-window",
+        action="store_true",
+        help="refuse (131047) a non-template send to someone who has not written to that number in 24 h",
+    )
     for flag, default, meaning in RATES:
         parser.add_argument(
             flag, type=float, default=default, metavar="RATE", help=f"{meaning} (0..1, default {default})"
@@ -60,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(settings: Settings, args: argparse.Namespace) -> SimulatorConfig:
     # Imported here: the simulator's modules bring in httpx, which `jem-bot simulator --help` does not need.
+    from bot.simulator.catalogue import load_catalogue
     from bot.simulator.numbers import SimulatedNumber
     from bot.simulator.phone import SimulatorConfig
 
@@ -80,6 +93,12 @@ def config_from_args(settings: Settings, args: argparse.Namespace) -> SimulatorC
         raise ConfigError(f"--latency-ms must not be negative, got {args.latency_ms}")
     if not 0 <= args.status_delay <= 3600:
         raise ConfigError(f"--status-delay must be 0-3600 seconds, got {args.status_delay}")
+    templates = None
+    if args.templates is not None:
+        try:
+            templates = load_catalogue(Path(args.templates))
+        except ValueError as exc:
+            raise ConfigError(f"--templates {args.templates}: {exc}") from None
     secret = args.app_secret or (settings.whatsapp_app_secrets[0] if settings.whatsapp_app_secrets else "")
     if args.webhook and not secret:
         raise ConfigError("callbacks must be signed: pass --app-secret or set WHATSAPP_APP_SECRET")
@@ -94,6 +113,8 @@ def config_from_args(settings: Settings, args: argparse.Namespace) -> SimulatorC
         timeout_hold_s=args.timeout_hold,
         step_delay_s=args.status_delay,
         numbers=tuple(numbers),
+        templates=templates,
+        enforce_window=args.enforce_window,
         **rates,
     )
 
@@ -123,6 +144,10 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
     if config.numbers:
         shown = [f"{n.phone_number_id}" + (f" ({n.rate:g}/s)" if n.rate else "") for n in config.numbers]
         target += f"; numbers {', '.join(shown)} and the default"
+    if config.templates is not None:
+        target += f"; {len(config.templates)} templates from {args.templates}"
+    if config.enforce_window:
+        target += "; 24-hour window enforced"
     print(f"WhatsApp simulator listening on {where} (set WHATSAPP_API_URL={where}/v23.0); {target}", flush=True)
     app = create_simulator_app(config)
     server = OutageServer(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from bot.runtime import UsageError, create_token, database_url, find_employer, run_with_engine
+from bot.runtime import UsageError, create_token, database_source, database_url, find_employer, run_with_engine
 from bot.settings import Settings
 
 if TYPE_CHECKING:
@@ -31,4 +31,4 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
                 raise UsageError(f"no employer with slug {args.employer!r}: create it with `jem-bot employer create`")
             return await create_token(conn, employer_id, label=args.label)
 
-    print(run_with_engine(database_url(settings), create))
+    print(run_with_engine(database_url(settings), create, source=database_source(settings)))

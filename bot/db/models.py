@@ -56,6 +56,8 @@ class Employer(Base):
     slug: Mapped[str] = mapped_column(Text, unique=True)
     name: Mapped[str] = mapped_column(Text)
     timezone: Mapped[str] = mapped_column(Text, server_default="UTC")
+    # The language a template announcement is sent in to an employee who has none, when the template has it.
+    language: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
 
 
@@ -87,6 +89,10 @@ class Employee(Base):
     tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     opted_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # e.g. "en", "af", "zu", "en_US": template announcements go out in it when the template has it.
+    language: Mapped[str | None] = mapped_column(Text)
+    # Personal data erased on request (name, phone, tags, language, message texts): the ledger rows stay.
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
     deactivated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -99,6 +105,8 @@ class Announcement(Base):
         Index("ix_announcement_employer_id_id", "employer_id", "id"),
         # The dispatcher polls for due announcements; only scheduled ones are ever candidates.
         Index("ix_announcement_due", "send_at", postgresql_where=text("status = 'scheduled'")),
+        # `remind_after` makes its reminder once, whatever races: one automatic reminder per original.
+        Index("uq_announcement_auto_reminder", "reminder_of", unique=True, postgresql_where=text("auto_reminder")),
         Index("ix_announcement_dispatching", "id", postgresql_where=text("status = 'dispatching'")),
     )
 
@@ -108,6 +116,14 @@ class Announcement(Base):
     send_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(Text, server_default="scheduled")
     audience: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # A template announcement: {"name", "parameters", "header"}; `message` then holds its rendered preview.
+    template: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # A reminder of another announcement: its audience is frozen at fan-out from the original's employees who
+    # were reached and have not acknowledged.
+    reminder_of: Mapped[int | None] = mapped_column(ForeignKey("announcement.id", ondelete="CASCADE"), index=True)
+    # `remind_after` on create: a reminder is made automatically, once, this long after completion.
+    remind_after_seconds: Mapped[int | None] = mapped_column(Integer)
+    auto_reminder: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_by_token_id: Mapped[int | None] = mapped_column(ForeignKey("api_token.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _created()
@@ -164,6 +180,10 @@ class Delivery(Base):
     phone_number_id: Mapped[str | None] = mapped_column(Text)
     # A structured reply (an interactive list), sent instead of `body` as text.
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # The template translation it was sent in; Meta's `message_status` when it was not plain "accepted"
+    # (e.g. held_for_quality_assessment).
+    language: Mapped[str | None] = mapped_column(Text)
+    message_status: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text, server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     next_attempt_at: Mapped[datetime] = _created()
@@ -381,3 +401,47 @@ class EmployerChoice(Base):
     employer_id: Mapped[int] = mapped_column(ForeignKey("employer.id", ondelete="CASCADE"))
     chosen_at: Mapped[datetime] = _created()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Template(Base):
+    """One translation of a WhatsApp message template, as Graph listed it at the last sync of its account."""
+
+    __tablename__ = "template"
+    __table_args__ = (UniqueConstraint("waba_id", "name", "language", name="uq_template_waba_id_name_language"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    waba_id: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(Text)
+    # none, text, image, document, video
+    header_format: Mapped[str] = mapped_column(Text)
+    header_text: Mapped[str | None] = mapped_column(Text)
+    body_text: Mapped[str] = mapped_column(Text)
+    body_parameters: Mapped[int] = mapped_column(Integer)
+    buttons: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    components: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    synced_at: Mapped[datetime] = _created()
+
+
+class TemplateSync(Base):
+    """When a business account's catalogue was last read from Graph (it is read again hourly)."""
+
+    __tablename__ = "template_sync"
+
+    waba_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempted_at: Mapped[datetime] = _created()
+    error: Mapped[str | None] = mapped_column(Text)
+    templates: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class OptOutHash(Base):
+    """An opt-out that outlives the employee's erasure: a keyed hash of the phone, never the phone itself."""
+
+    __tablename__ = "opt_out_hash"
+
+    employer_id: Mapped[int] = mapped_column(ForeignKey("employer.id", ondelete="CASCADE"), primary_key=True)
+    phone_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    opted_out_at: Mapped[datetime] = _created()

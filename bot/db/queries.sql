@@ -100,14 +100,19 @@ UPDATE send_budget SET tokens = LEAST(:burst, tokens + :n) WHERE phone_number_id
 -- name: sender_back_off
 -- A sender-wide condition (throttling, Graph unreachable): every worker stops sending from this number.
 -- The first failure after a quiet spell starts a back-off of :base * 2^step seconds (capped); failures of the
--- same wave (sends that were already in flight) do not lengthen it, unless Graph asked for longer.
+-- same wave (sends that were already in flight) do not lengthen it, unless Graph asked for longer. A send the
+-- caller saw go through after the last back-off ended (:ok_at) proves the number works: the escalation starts
+-- again from :base (the success's own write may not have reached the database yet: outcomes are batched).
 UPDATE send_budget SET
-  backoff_step = CASE WHEN backoff_until > now() THEN backoff_step ELSE backoff_step + 1 END,
+  backoff_step = CASE WHEN backoff_until > now() THEN backoff_step
+                      WHEN CAST(:ok_at AS timestamptz) > backoff_until THEN 1
+                      ELSE backoff_step + 1 END,
   backoff_until = CASE
     WHEN backoff_until > now()
       THEN GREATEST(backoff_until, now() + make_interval(secs => COALESCE(CAST(:retry_after AS float8), 0)))
     ELSE now() + make_interval(secs => COALESCE(
-      CAST(:retry_after AS float8), LEAST(CAST(:cap AS float8), :base * power(2, LEAST(backoff_step, 30)))))
+      CAST(:retry_after AS float8), LEAST(CAST(:cap AS float8), :base * power(2,
+        CASE WHEN CAST(:ok_at AS timestamptz) > backoff_until THEN 0 ELSE LEAST(backoff_step, 30) END))))
   END,
   backoff_reason = :reason
 WHERE phone_number_id = :p
@@ -180,22 +185,27 @@ claimed AS (
             d.recipient_user_id
 )
 SELECT c.id, c.kind, c.status, c.announcement_id, c.attempts, c.claims, e.phone, c.recipient_user_id, c.payload,
-       COALESCE(a.message, c.body) AS text
+       COALESCE(a.message, c.body) AS text, a.template, e.language AS employee_language,
+       er.language AS employer_language
 FROM claimed c
 JOIN employee e ON e.id = c.employee_id
+JOIN employer er ON er.id = e.employer_id
 LEFT JOIN announcement a ON a.id = c.announcement_id
 WHERE c.status <> 'pending';
 
 -- name: record_sent
 -- Meta accepted these sends: (delivery id, wamid, the recipient's business-scoped user id when the answer named
--- it) each, sent from the number the claim recorded on the row. A wamid is proof, so it moves the row to `sent` from wherever it waits: still `sending`, reaped to
--- `unknown` because this write came after the lease, queued again by resend-unknown, even being sent again by a
--- newer claim or skipped at that claim (the employee got this message before opting out). The outcome writes of
--- any other claim of the row are then no-ops: they only touch a row without a wamid. A row Meta's statuses moved
--- further keeps its status and gains the wamid. A user id in the answer to our send to an employee is theirs.
+-- it, the template translation used, Meta's `message_status` when not plain "accepted") each, sent from the
+-- number the claim recorded on the row. A wamid is proof, so it moves the row to `sent` from wherever it waits:
+-- still `sending`, reaped to `unknown` because this write came after the lease, queued again by resend-unknown,
+-- even being sent again by a newer claim or skipped at that claim (the employee got this message before opting
+-- out). The outcome writes of any other claim of the row are then no-ops: they only touch a row without a wamid.
+-- A row Meta's statuses moved further keeps its status and gains the wamid. A user id in the answer to our send
+-- to an employee is theirs.
 WITH v AS (
-  SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:wamids AS text[]), CAST(:user_ids AS text[]))
-    AS v(id, wamid, user_id)
+  SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:wamids AS text[]), CAST(:user_ids AS text[]),
+                       CAST(:languages AS text[]), CAST(:message_statuses AS text[]))
+    AS v(id, wamid, user_id, language, message_status)
 ),
 locked AS (
   SELECT d.id FROM delivery d JOIN v ON v.id = d.id ORDER BY d.id FOR UPDATE OF d
@@ -204,6 +214,8 @@ sent AS (
   UPDATE delivery d SET
     status = CASE WHEN delivery_rank(d.status) = 0 THEN 'sent' ELSE d.status END,
     wamid = COALESCE(d.wamid, v.wamid),
+    language = COALESCE(d.language, v.language),
+    message_status = COALESCE(d.message_status, v.message_status),
     sent_at = CASE WHEN delivery_rank(d.status) = 0 THEN COALESCE(d.sent_at, now()) ELSE d.sent_at END,
     error_code = CASE WHEN delivery_rank(d.status) = 0 THEN NULL ELSE d.error_code END,
     error_title = CASE WHEN delivery_rank(d.status) = 0 THEN NULL ELSE d.error_title END,
@@ -501,7 +513,7 @@ SELECT t.id, t.employer_id, e.timezone FROM api_token t JOIN employer e ON e.id 
 WHERE t.token_hash = :h AND t.revoked_at IS NULL;
 
 -- name: employer_get
-SELECT id, slug, name, timezone FROM employer WHERE id = :id;
+SELECT id, slug, name, timezone, language FROM employer WHERE id = :id;
 
 
 -- ---------------------------------------------------------------------------------------------------------
@@ -511,17 +523,38 @@ SELECT id, slug, name, timezone FROM employer WHERE id = :id;
 -- Upsert by phone within the employer, many rows at once (an import) or one. One lock order for every
 -- import: two imports of overlapping rows in different orders would otherwise deadlock. Opt-out is the
 -- employee's own choice (STOP), so an upsert never touches opted_out_at.
+-- A field a row leaves out keeps the employee's value. `excluded` has only the table's columns, so the row says
+-- "not sent" with a value no sent one can be (a name is never blank, a tag never null): name '' and tags {NULL}.
+-- A new employee made from such a row comes back `unnamed` (the caller refuses it: 422, nothing committed) or
+-- `untagged` (employee_untagged gives it no tags, in the same transaction).
 INSERT INTO employee (employer_id, phone, name, tags)
-SELECT :employer_id, r.phone, r.name, ARRAY(SELECT jsonb_array_elements_text(r.tags))
+SELECT :employer_id, r.phone, COALESCE(r.name, ''),
+       CASE WHEN r.tags IS NULL THEN '{NULL}'::text[] ELSE ARRAY(SELECT jsonb_array_elements_text(r.tags)) END
 FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(phone text, name text, tags jsonb)
 ORDER BY r.phone
 ON CONFLICT (employer_id, phone) DO UPDATE
-   SET name = excluded.name, tags = excluded.tags, active = true, deactivated_at = NULL, updated_at = now()
-RETURNING id, (xmax = 0) AS created;
+   SET name = CASE WHEN excluded.name = '' THEN employee.name ELSE excluded.name END,
+       tags = CASE WHEN excluded.tags = '{NULL}'::text[] THEN employee.tags ELSE excluded.tags END,
+       active = true, deactivated_at = NULL, updated_at = now()
+RETURNING id, phone, (xmax = 0) AS created, name = '' AS unnamed, tags = '{NULL}'::text[] AS untagged;
+
+-- name: employee_phones_known
+-- Which of these phones an employee of the employer has (an upsert row without a name may only update one).
+SELECT phone FROM employee WHERE employer_id = :e AND phone = ANY(CAST(:phones AS text[]));
+
+-- name: employee_untagged
+-- New employees whose upsert row sent no tags (employee_upsert): none.
+UPDATE employee SET tags = '{}' WHERE id = ANY(CAST(:ids AS bigint[])) AND tags = '{NULL}'::text[];
+
+-- name: employee_languages
+-- The languages sent with an upsert or import (an employee whose row did not send one keeps theirs).
+UPDATE employee e SET language = v.language
+FROM unnest(CAST(:phones AS text[]), CAST(:languages AS text[])) AS v(phone, language)
+WHERE e.employer_id = :e AND e.phone = v.phone AND e.language IS DISTINCT FROM v.language;
 
 -- name: employee_get
 -- `bsuid_known`: whether a business-scoped user id is known for the employee (never the id itself).
-SELECT id, phone, name, tags, active, opted_out_at, created_at, updated_at,
+SELECT id, phone, name, tags, active, opted_out_at, created_at, updated_at, language,
        EXISTS (SELECT 1 FROM employee_user_id u WHERE u.employee_id = employee.id AND u.superseded_at IS NULL) AS bsuid_known
 FROM employee WHERE id = :id AND employer_id = :e;
 
@@ -536,7 +569,7 @@ WHERE employer_id = :e
 
 -- name: employee_page
 -- The same filters, newest first, one page (limit + 1 rows, so the caller knows whether another exists).
-SELECT id, phone, name, tags, active, opted_out_at, created_at, updated_at,
+SELECT id, phone, name, tags, active, opted_out_at, created_at, updated_at, language,
        EXISTS (SELECT 1 FROM employee_user_id u WHERE u.employee_id = employee.id AND u.superseded_at IS NULL) AS bsuid_known
 FROM employee
 WHERE employer_id = :e
@@ -555,11 +588,12 @@ UPDATE employee SET
   name = CASE WHEN :set_name THEN :name ELSE name END,
   tags = CASE WHEN :set_tags THEN CAST(:tags AS text[]) ELSE tags END,
   active = CASE WHEN :set_active THEN CAST(:active AS boolean) ELSE active END,
+  language = CASE WHEN :set_language THEN CAST(:language AS text) ELSE language END,
   deactivated_at = CASE WHEN NOT :set_active THEN deactivated_at
                         WHEN CAST(:active AS boolean) THEN NULL ELSE now() END,
   updated_at = now()
 WHERE id = :id AND employer_id = :e
-RETURNING id, phone, name, tags, active, opted_out_at, created_at, updated_at,
+RETURNING id, phone, name, tags, active, opted_out_at, created_at, updated_at, language,
           EXISTS (SELECT 1 FROM employee_user_id u WHERE u.employee_id = employee.id AND u.superseded_at IS NULL) AS bsuid_known;
 
 -- name: employee_deactivate
@@ -577,12 +611,12 @@ SELECT id FROM employee WHERE employer_id = :e AND id = ANY(CAST(:ids AS bigint[
 
 -- name: announcement_insert
 -- Scheduled; the dispatcher fans it out at send time.
-INSERT INTO announcement (employer_id, message, send_at, status, audience, created_by_token_id)
-VALUES (:e, :m, :s, 'scheduled', CAST(:a AS jsonb), :t)
-RETURNING id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at;
+INSERT INTO announcement (employer_id, message, send_at, status, audience, created_by_token_id, template)
+VALUES (:e, :m, :s, 'scheduled', CAST(:a AS jsonb), :t, CAST(:tpl AS jsonb))
+RETURNING id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at, template;
 
 -- name: announcement_get
-SELECT id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at
+SELECT id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at, template
 FROM announcement WHERE id = :id AND employer_id = :e;
 
 -- name: announcement_exists
@@ -590,7 +624,7 @@ SELECT 1 FROM announcement WHERE id = :id AND employer_id = :e;
 
 -- name: announcement_page
 -- Newest first, limit + 1 rows.
-SELECT id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at
+SELECT id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at, template
 FROM announcement
 WHERE employer_id = :e
   AND (CAST(:status AS text) IS NULL OR status = :status)
@@ -603,17 +637,18 @@ LIMIT :n;
 -- started no row matches (409). Only the fields given change (:set_<field> says which).
 UPDATE announcement SET
   message = CASE WHEN :set_message THEN :m ELSE message END,
+  template = CASE WHEN :set_message THEN CAST(:tpl AS jsonb) ELSE template END,
   send_at = CASE WHEN :set_send_at THEN CAST(:s AS timestamptz) ELSE send_at END,
   audience = CASE WHEN :set_audience THEN CAST(:a AS jsonb) ELSE audience END,
   updated_at = now()
 WHERE id = :id AND employer_id = :e AND status = 'scheduled'
-RETURNING id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at;
+RETURNING id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at, template;
 
 -- name: delivery_page
 -- An announcement's deliveries, newest first, limit + 1 rows. :needle matches the employee's name; :digits,
 -- when the needle looks like a phone number, its digits.
 SELECT d.id, d.employee_id, e.name, e.phone, d.status, d.attempts, d.error_code, d.error_title,
-       d.skip_reason, d.sent_at, d.delivered_at, d.read_at, d.acknowledged_at
+       d.skip_reason, d.sent_at, d.delivered_at, d.read_at, d.acknowledged_at, d.language, d.message_status
 FROM delivery d JOIN employee e ON e.id = d.employee_id
 WHERE d.announcement_id = :a AND d.employer_id = :e AND d.kind = 'announcement'
   AND (CAST(:status AS text) IS NULL OR d.status = :status)
@@ -622,6 +657,23 @@ WHERE d.announcement_id = :a AND d.employer_id = :e AND d.kind = 'announcement'
   AND (CAST(:after AS bigint) IS NULL OR d.id < :after)
 ORDER BY d.id DESC
 LIMIT :limit;
+
+-- name: announcement_timeline
+-- How many of an announcement's deliveries were sent, delivered, read and acknowledged in each minute or hour:
+-- each delivery's four times, unpivoted, truncated in the employer's timezone (so hours start where the
+-- employer's clock says, also in zones with a half-hour offset). Empty buckets are left out.
+SELECT date_trunc(CAST(:bucket AS text), t.at, er.timezone) AS at,
+       count(*) FILTER (WHERE t.step = 'sent') AS sent,
+       count(*) FILTER (WHERE t.step = 'delivered') AS delivered,
+       count(*) FILTER (WHERE t.step = 'read') AS read,
+       count(*) FILTER (WHERE t.step = 'acknowledged') AS acknowledged
+FROM delivery d
+JOIN employer er ON er.id = d.employer_id
+CROSS JOIN LATERAL (VALUES ('sent', d.sent_at), ('delivered', d.delivered_at), ('read', d.read_at),
+                           ('acknowledged', d.acknowledged_at)) AS t(step, at)
+WHERE d.announcement_id = :a AND d.employer_id = :e AND d.kind = 'announcement' AND t.at IS NOT NULL
+GROUP BY 1
+ORDER BY 1;
 
 
 -- ---------------------------------------------------------------------------------------------------------
@@ -802,7 +854,8 @@ SELECT id FROM employer WHERE slug = :s;
 
 -- name: employer_create
 -- None when the slug is taken; then nothing changes.
-INSERT INTO employer (slug, name, timezone) VALUES (:s, :n, :t) ON CONFLICT (slug) DO NOTHING RETURNING id;
+INSERT INTO employer (slug, name, timezone, language) VALUES (:s, :n, :t, :lang)
+ON CONFLICT (slug) DO NOTHING RETURNING id;
 
 -- name: token_create
 -- Only the token's hash is stored.
@@ -813,7 +866,7 @@ SELECT 1 FROM api_token WHERE employer_id = :e AND token_hash = :h AND revoked_a
 
 -- name: demo_employee
 -- The demo's people are added once; a re-run changes nothing an operator edited.
-INSERT INTO employee (employer_id, phone, name, tags) VALUES (:e, :p, :n, :t)
+INSERT INTO employee (employer_id, phone, name, tags, language) VALUES (:e, :p, :n, :t, :lang)
 ON CONFLICT (employer_id, phone) DO NOTHING;
 
 -- name: dispatchers_alive
@@ -858,7 +911,7 @@ WHERE d.status = 'pending' AND COALESCE(d.phone_number_id, '') <> ''
 
 -- name: senders_all
 -- Every own number, with what a dispatcher needs to send from it.
-SELECT employer_id, phone_number_id, access_token, rate FROM sender ORDER BY phone_number_id;
+SELECT employer_id, phone_number_id, waba_id, access_token, rate FROM sender ORDER BY phone_number_id;
 
 -- name: sender_any_token
 -- One sealed token, to check at start-up that JEM_SECRET_KEY opens it.
@@ -867,3 +920,75 @@ SELECT access_token FROM sender LIMIT 1;
 -- name: sender_of_number
 -- The employer whose own number this is, if any: a message to it belongs to that employer alone.
 SELECT employer_id FROM sender WHERE phone_number_id = :p;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Templates: each business account's catalogue as Graph listed it (docs/architecture.md#templates).
+
+-- name: template_upsert
+INSERT INTO template (waba_id, name, language, status, category, header_format, header_text, body_text,
+                      body_parameters, buttons, components, synced_at)
+VALUES (:w, :name, :language, :status, :category, :header_format, :header_text, :body_text, :body_parameters,
+        CAST(:buttons AS jsonb), CAST(:components AS jsonb), now())
+ON CONFLICT (waba_id, name, language) DO UPDATE SET
+  status = EXCLUDED.status, category = EXCLUDED.category, header_format = EXCLUDED.header_format,
+  header_text = EXCLUDED.header_text, body_text = EXCLUDED.body_text, body_parameters = EXCLUDED.body_parameters,
+  buttons = EXCLUDED.buttons, components = EXCLUDED.components, synced_at = now();
+
+-- name: templates_forget
+-- Translations Graph no longer lists (deleted in WhatsApp Manager) are forgotten.
+DELETE FROM template t
+WHERE t.waba_id = :w
+  AND NOT EXISTS (SELECT 1 FROM unnest(CAST(:names AS text[]), CAST(:languages AS text[])) AS k(name, language)
+                  WHERE k.name = t.name AND k.language = t.language);
+
+-- name: template_sync_done
+INSERT INTO template_sync (waba_id, synced_at, attempted_at, error, templates) VALUES (:w, now(), now(), NULL, :n)
+ON CONFLICT (waba_id) DO UPDATE SET synced_at = now(), attempted_at = now(), error = NULL, templates = :n;
+
+-- name: template_sync_failed
+INSERT INTO template_sync (waba_id, attempted_at, error) VALUES (:w, now(), :error)
+ON CONFLICT (waba_id) DO UPDATE SET attempted_at = now(), error = :error;
+
+-- name: template_sync_known
+SELECT EXISTS (SELECT 1 FROM template_sync WHERE waba_id = :w AND synced_at IS NOT NULL);
+
+-- name: template_sync_due
+-- Accounts whose catalogue was last read (or tried) more than :secs seconds ago, among :wabas.
+SELECT w.waba_id FROM unnest(CAST(:wabas AS text[])) AS w(waba_id)
+LEFT JOIN template_sync s ON s.waba_id = w.waba_id
+WHERE s.waba_id IS NULL OR s.attempted_at < now() - make_interval(secs => :secs);
+
+-- name: template_translations
+SELECT name, language, status, category, header_format, header_text, body_text, body_parameters, buttons,
+       components
+FROM template WHERE waba_id = :w AND name = :name ORDER BY language;
+
+-- name: templates_list
+SELECT name, language, status, category, header_format, header_text, body_text, body_parameters, buttons,
+       components
+FROM template WHERE waba_id = :w AND (NOT CAST(:approved AS boolean) OR status = 'APPROVED')
+ORDER BY name, language;
+
+-- name: sender_wabas
+-- Every business account an own number belongs to, with one of its tokens (the shared number's is a setting).
+SELECT DISTINCT ON (waba_id) waba_id, access_token FROM sender ORDER BY waba_id, updated_at DESC;
+
+-- name: sender_account
+-- An employer's own number with what talking to Graph for it needs (the token is sealed).
+SELECT phone_number_id, waba_id, access_token FROM sender WHERE employer_id = :e;
+
+-- name: announcement_languages
+-- Deliveries sent (Meta accepted them), by the template translation they went out in.
+SELECT language, count(*) AS n FROM delivery
+WHERE announcement_id = :id AND kind = 'announcement' AND language IS NOT NULL AND wamid IS NOT NULL
+GROUP BY language ORDER BY language;
+
+-- name: announcement_failures
+-- Failed deliveries by Meta's code (e.g. 131047: text outside the 24-hour window), most frequent first.
+SELECT error_code, min(error_title) AS error_title, count(*) AS n FROM delivery
+WHERE announcement_id = :id AND kind = 'announcement' AND status = 'failed'
+GROUP BY error_code ORDER BY n DESC, error_code;
+
+-- name: employer_language
+SELECT language FROM employer WHERE id = :e;

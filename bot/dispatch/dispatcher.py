@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 
 import asyncpg
@@ -29,6 +30,8 @@ from bot.ledger import budget, claim, completion, fanout, outcome, reaper
 from bot.ledger.tracker import Tracker, TrackerSource
 from bot.metrics import Metrics
 from bot.settings import Settings
+from bot.templates.catalogue import TemplateCache, choose
+from bot.templates.render import components
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,8 @@ CLAIM_TICK = 0.02
 # Accepted sends are written in batches collected for up to this long (and at most OUTCOME_BATCH rows).
 OUTCOME_DELAY = 0.02
 OUTCOME_BATCH = 500
+# Graph's "template does not exist in this translation": for a template announcement, that delivery's problem.
+TEMPLATE_MISSING = 132001
 # How long an account-level problem (bad token, locked account, unregistered number) stops every send.
 PAUSE_SECONDS = 60.0
 # Meta's pair rate: about one message every 6 s to the same recipient (docs/whatsapp.md#throughput-and-pair-rate).
@@ -72,6 +77,8 @@ class Route:
     phone_number_id: str
     rate: float
     graph: GraphSender
+    # Its WhatsApp Business Account: where its templates come from.
+    waba_id: str
     # Monotonic time before which claiming for this number is pointless (drained, backed off, paused).
     next_claim: float = 0.0
 
@@ -95,7 +102,7 @@ class _SentWriter:
 
     def __init__(
         self,
-        write: Callable[[list[tuple[int, str, str | None, str]]], Awaitable[None]],
+        write: Callable[[list[outcome.Accepted]], Awaitable[None]],
         durably: Callable[[str, Callable[[], Awaitable[object]]], Awaitable[None]],
         *,
         delay: float,
@@ -105,12 +112,12 @@ class _SentWriter:
         self._durably = durably
         self._delay = delay
         self._limit = limit
-        self._batch: list[tuple[int, str, str | None, str, asyncio.Future[None]]] = []
+        self._batch: list[tuple[outcome.Accepted, asyncio.Future[None]]] = []
         self.writes = 0
 
-    async def record(self, delivery_id: int, wamid: str, user_id: str | None, phone_number_id: str) -> None:
+    async def record(self, accepted: outcome.Accepted) -> None:
         done = asyncio.get_running_loop().create_future()
-        self._batch.append((delivery_id, wamid, user_id, phone_number_id, done))
+        self._batch.append((accepted, done))
         if len(self._batch) >= self._limit:
             await self._flush()
         elif len(self._batch) == 1:
@@ -122,14 +129,14 @@ class _SentWriter:
         batch, self._batch = self._batch, []
         if not batch:
             return
-        rows = [(i, w, u, p) for i, w, u, p, _ in batch]
+        rows = [accepted for accepted, _ in batch]
         try:
             await self._durably(f"{len(rows)} accepted send(s)", lambda: self._write(rows))
             error: BaseException | None = None
         except BaseException as exc:  # cancelled by a hard stop: every waiter learns it
             error = exc
         self.writes += 1
-        for *_, done in batch:
+        for _, done in batch:
             if not done.done():
                 if error is None:
                     done.set_result(None)
@@ -182,12 +189,17 @@ class Dispatcher:
         self._rng = random.Random()
         self._next_housekeeping = 0.0
         self._sent = 0
+        # When this worker last saw a send from each number go through: a back-off after that starts small again.
+        self._ok_at: dict[str, datetime] = {}
         self.claims = 0  # claim transactions that returned rows (the benchmark reports claims/s)
         self.claimed = 0
         self._phone = settings.whatsapp_phone_number_id or "default"
         # The shared number first; employers' own numbers join from the database (`_refresh_routes`). Without a
         # factory (tests, benchmarks) only the shared number is served.
-        self._routes: dict[str, Route] = {self._phone: Route(self._phone, settings.send_rate, graph)}
+        self._routes: dict[str, Route] = {
+            self._phone: Route(self._phone, settings.send_rate, graph, settings.whatsapp_waba_id)
+        }
+        self._templates = TemplateCache(sessionmaker)
         self._sender_factory = sender_factory
         self._own_tokens: dict[str, bytes] = {}
         self._trackers = TrackerSource(sessionmaker)
@@ -378,7 +390,9 @@ class Dispatcher:
             except SecretKeyError as exc:
                 log.error("own number of employer %s: %s; its deliveries wait", row.employer_id, exc)
                 continue
-            self._routes[pnid] = Route(pnid, float(row.rate), graph, 0.0 if route is None else route.next_claim)
+            self._routes[pnid] = Route(
+                pnid, float(row.rate), graph, row.waba_id, 0.0 if route is None else route.next_claim
+            )
             self._own_tokens[pnid] = sealed
 
     async def _claim(self) -> tuple[int, float]:
@@ -478,7 +492,7 @@ class Dispatcher:
             await asyncio.sleep(delay)
             delay = min(delay * 2, WRITE_RETRY_CAP)
 
-    async def _write_sent(self, rows: list[tuple[int, str, str | None, str]]) -> None:
+    async def _write_sent(self, rows: list[outcome.Accepted]) -> None:
         await outcome.record_sent_many(self._sm, sent=rows, default_phone_number_id=self._phone)
 
     async def _send(self, row: claim.Claimed, tracker: Tracker, route: Route) -> None:
@@ -487,9 +501,13 @@ class Dispatcher:
         finally:
             self._holding.discard(row.id)
 
-    async def _call(self, row: claim.Claimed, tracker: Tracker, graph: GraphSender) -> SendResult:
+    async def _call(self, row: claim.Claimed, tracker: Tracker, route: Route) -> tuple[SendResult, str | None]:
+        """Send the row from the route's number; returns Graph's answer and the template translation used."""
+        graph = route.graph
         res: SendResult
         try:
+            if row.template is not None:
+                return await self._send_template(row, tracker, route)
             if row.payload is not None:
                 res = await graph.send_interactive(
                     to=row.phone,
@@ -508,16 +526,40 @@ class Dispatcher:
                 res = await graph.send_announcement(
                     to=row.phone, text=row.text, callback_data=tracker.make(row.id), ack_payload=f"ack:{row.id}"
                 )
-            return res
+            return res, None
         finally:
             self._in_flight -= 1
             if self._waiting_for_slot and self._concurrency - self._in_flight >= self._min_room:
                 self._wake.set()
 
+    async def _send_template(self, row: claim.Claimed, tracker: Tracker, route: Route) -> tuple[SendResult, str | None]:
+        """A template announcement in the employee's language, else the employer's, else any approved translation
+        (docs/architecture.md#templates): one missing translation never fails the announcement."""
+        template = row.template or {}
+        name = str(template.get("name", ""))
+        options = await self._templates.get(route.waba_id, name)
+        chosen = choose(options, row.employee_language, row.employer_language)
+        if chosen is None:
+            raise RejectedError(f"template {name!r} has no approved translation in this account's catalogue")
+        parts = components(chosen, list(template.get("parameters") or []), template.get("header"), f"ack:{row.id}")
+        try:
+            res = await route.graph.send_template(
+                to=row.phone, name=name, language=chosen.language, components=parts, callback_data=tracker.make(row.id)
+            )
+        except SendingPausedError as exc:
+            if exc.code != TEMPLATE_MISSING:
+                raise
+            # This template (or this translation) is gone from Meta's side: our catalogue is out of date. It fails
+            # this delivery, not the whole number; the next sync brings the catalogue up to date.
+            self._templates.forget(route.waba_id, name)
+            raise RejectedError(f"{exc.title} (the template catalogue is out of date: POST /templates/sync)",
+                                code=exc.code, http_status=exc.http_status) from None  # fmt: skip
+        return res, chosen.language
+
     async def _send_and_record(self, row: claim.Claimed, tracker: Tracker, route: Route) -> None:
         sm, what, phone = self._sm, f"the outcome of delivery {row.id}", route.phone_number_id
         try:
-            res = await self._call(row, tracker, route.graph)
+            res, language = await self._call(row, tracker, route)
         except SendingPausedError as exc:
             pause = partial(budget.pause, sm, phone_number_id=phone, seconds=PAUSE_SECONDS, reason=exc.title)
             await self._durably("a sender pause", pause)
@@ -550,7 +592,10 @@ class Dispatcher:
             await self._durably(what, partial(outcome.record_unknown, sm, id=row.id, claim=row.claim, title=title))
             self._count("unknown")
             return
-        await self._writer.record(row.id, res.wamid, res.user_id, phone)
+        # Pacing (held_for_quality_assessment, paused) is kept: the operator must not read it as a plain send.
+        status = res.message_status if res.message_status not in (None, "accepted") else None
+        self._ok_at[phone] = datetime.now(UTC)
+        await self._writer.record(outcome.Accepted(row.id, res.wamid, res.user_id, phone, language, status))
         self._sent += 1
         self._count("sent")
 
@@ -591,6 +636,7 @@ class Dispatcher:
                 retry_after=retry_after,
                 base=self._settings.sender_backoff_base,
                 cap=self._settings.sender_backoff_cap,
+                ok_at=self._ok_at.get(phone_number_id),
             )
 
         await self._durably("a sender back-off", write)

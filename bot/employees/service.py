@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -15,6 +16,13 @@ from bot.db.queries import query
 from bot.errors import ConflictError, NotFoundError, ValidationFailedError, from_msgspec_error
 from bot.pagination import MAX_ID
 from bot.phones import InvalidPhoneError, normalise_phone
+from bot.templates.catalogue import normalise_language
+
+NAME_REQUIRED = "is required for a new employee (none has this phone yet)"
+# Import errors name their row first: `employees[3].phone`.
+_ROW_INDEX = re.compile(r"employees\[(\d+)\]")
+# Meta's language codes: two or three letters, optionally a region (en_US, pt_BR, zh_CN).
+_LANGUAGE = re.compile(r"[a-z]{2,3}(_[A-Z]{2,4})?")
 
 
 def to_contract(row: Any) -> contracts.Employee:
@@ -29,6 +37,7 @@ def to_contract(row: Any) -> contracts.Employee:
         created_at=row.created_at,
         updated_at=row.updated_at,
         bsuid_known=bool(getattr(row, "bsuid_known", False)),
+        language=getattr(row, "language", None),
     )
 
 
@@ -47,12 +56,68 @@ def _phone(raw: str, field: str) -> str:
         raise ValidationFailedError.one(field, str(exc)) from None
 
 
+def language(raw: str | None, field: str) -> str | None:
+    """A WhatsApp language code in Meta's form (`en`, `af`, `en_US`), or None; a 422 naming ``field`` otherwise."""
+    if raw is None:
+        return None
+    code = normalise_language(raw)
+    if not _LANGUAGE.fullmatch(code):
+        raise ValidationFailedError.one(field, 'must be a language code like "en", "af", "zu" or "en_US"')
+    return code
+
+
 async def _upsert_rows(
-    session: AsyncSession, employer_id: int, rows: list[dict[str, object]]
+    session: AsyncSession,
+    employer_id: int,
+    rows: list[dict[str, object]],
+    languages: dict[str, str | None],
+    name_field: Callable[[str], str],
 ) -> list[tuple[int, bool]]:
+    """Rows hold only the fields sent (see employee_upsert): one without `name` or `tags` keeps the employee's.
+    ``languages``: phone → language for the rows that sent one (the others keep theirs).
+
+    Callers refuse up front a row without a name for a phone no employee has (so the 422 lists it with the other
+    errors); should such a row create an employee all the same (one was deleted since), it is refused here, a 422
+    naming ``name_field(phone)`` after an insert only this transaction sees and that the caller does not commit.
+    """
     # Opt-out is the employee's own choice (STOP), so an upsert never touches opted_out_at.
     result = await session.execute(query("employee_upsert"), {"employer_id": employer_id, "rows": json.dumps(rows)})
-    return [(r.id, r.created) for r in result]
+    upserted = result.all()
+    unnamed = {r.phone for r in upserted if r.created and r.unnamed}
+    if unnamed:
+        phones = [str(row["phone"]) for row in rows if row["phone"] in unnamed]  # in the order they were sent
+        raise ValidationFailedError.many(
+            [contracts.FieldError(field=name_field(p), message=NAME_REQUIRED) for p in phones]
+        )
+    untagged = [r.id for r in upserted if r.created and r.untagged]
+    if untagged:
+        await session.execute(query("employee_untagged"), {"ids": untagged})
+    found = [(r.id, r.created) for r in upserted]
+    if languages:
+        params = {"e": employer_id, "phones": list(languages), "languages": list(languages.values())}
+        await session.execute(query("employee_languages"), params)
+    return found
+
+
+def _row_of(error: contracts.FieldError) -> int:
+    found = _ROW_INDEX.match(error.field)
+    return int(found.group(1)) if found else -1
+
+
+async def _new_phones(session: AsyncSession, employer_id: int, phones: list[str]) -> set[str]:
+    """Which of these phones no employee of the employer has: a row for one of them must send a name."""
+    known = await session.execute(query("employee_phones_known"), {"e": employer_id, "phones": phones})
+    return set(phones) - set(known.scalars())
+
+
+def _row(phone: str, data: contracts.EmployeeIn) -> dict[str, object]:
+    """The upsert row: the phone, and only the fields the client sent (the others are kept)."""
+    row: dict[str, object] = {"phone": phone}
+    if not isinstance(data.name, msgspec.UnsetType):
+        row["name"] = data.name.strip()
+    if not isinstance(data.tags, msgspec.UnsetType):
+        row["tags"] = _clean_tags(data.tags)
+    return row
 
 
 async def upsert(
@@ -65,12 +130,20 @@ async def upsert(
         phone = normalise_phone(data.phone)
     except InvalidPhoneError as exc:
         errors.append(contracts.FieldError(field="phone", message=str(exc)))
-    if not data.name.strip():
+    if not isinstance(data.name, msgspec.UnsetType) and not data.name.strip():
         errors.append(contracts.FieldError(field="name", message="must not be blank"))
+    if isinstance(data.name, msgspec.UnsetType) and phone and await _new_phones(session, employer_id, [phone]):
+        errors.append(contracts.FieldError(field="name", message=NAME_REQUIRED))
+    languages: dict[str, str | None] = {}
+    if not isinstance(data.language, msgspec.UnsetType):
+        try:
+            languages[phone] = language(data.language, "language")
+        except ValidationFailedError as exc:
+            errors += exc.errors or []
     if errors:
         raise ValidationFailedError.many(errors)
-    row: dict[str, object] = {"phone": phone, "name": data.name.strip(), "tags": _clean_tags(data.tags)}
-    [(employee_id, created)] = await _upsert_rows(session, employer_id, [row])
+    row = _row(phone, data)
+    [(employee_id, created)] = await _upsert_rows(session, employer_id, [row], languages, lambda _: "name")
     return await get(session, employer_id, employee_id), created
 
 
@@ -79,7 +152,9 @@ async def import_all(session: AsyncSession, employer_id: int, raw_rows: Sequence
         raise ValidationFailedError.one("employees", f"at most {contracts.MAX_IMPORT_ROWS} rows per import")
     errors: list[contracts.FieldError] = []
     rows: list[dict[str, object]] = []
+    languages: dict[str, str | None] = {}
     first_index: dict[str, int] = {}
+    nameless: list[str] = []
     for index, raw in enumerate(raw_rows):
         where = f"employees[{index}]"
         try:
@@ -92,7 +167,7 @@ async def import_all(session: AsyncSession, employer_id: int, raw_rows: Sequence
         except InvalidPhoneError as exc:
             errors.append(contracts.FieldError(field=f"{where}.phone", message=str(exc)))
             continue
-        if not item.name.strip():
+        if not isinstance(item.name, msgspec.UnsetType) and not item.name.strip():
             errors.append(contracts.FieldError(field=f"{where}.name", message="must not be blank"))
             continue
         if phone in first_index:
@@ -102,11 +177,27 @@ async def import_all(session: AsyncSession, employer_id: int, raw_rows: Sequence
                 )
             )
             continue
+        if not isinstance(item.language, msgspec.UnsetType):
+            try:
+                languages[phone] = language(item.language, f"{where}.language")
+            except ValidationFailedError as exc:
+                errors += exc.errors or []
+                continue
         first_index[phone] = index
-        rows.append({"phone": phone, "name": item.name.strip(), "tags": _clean_tags(item.tags)})
+        rows.append(_row(phone, item))
+        if isinstance(item.name, msgspec.UnsetType):
+            nameless.append(phone)
+    if nameless:
+        for phone in await _new_phones(session, employer_id, nameless):
+            errors.append(contracts.FieldError(field=f"employees[{first_index[phone]}].name", message=NAME_REQUIRED))
+        errors.sort(key=_row_of)  # the rows in order, as the other errors are
     if errors:
         raise ValidationFailedError.many(errors)
-    results = await _upsert_rows(session, employer_id, rows) if rows else []
+
+    def name_field(phone: str) -> str:
+        return f"employees[{first_index[phone]}].name"
+
+    results = await _upsert_rows(session, employer_id, rows, languages, name_field) if rows else []
     created = sum(1 for _, was_created in results if was_created)
     return contracts.ImportResult(created=created, updated=len(results) - created)
 
@@ -169,6 +260,8 @@ async def patch(
         "tags": None,
         "set_active": False,
         "active": None,
+        "set_language": False,
+        "language": None,
     }
     if not isinstance(data.phone, msgspec.UnsetType):
         params |= {"set_phone": True, "phone": _phone(data.phone, "phone")}
@@ -180,6 +273,8 @@ async def patch(
         params |= {"set_tags": True, "tags": _clean_tags(data.tags)}
     if not isinstance(data.active, msgspec.UnsetType):
         params |= {"set_active": True, "active": data.active}
+    if not isinstance(data.language, msgspec.UnsetType):
+        params |= {"set_language": True, "language": language(data.language, "language")}
     try:
         async with session.begin_nested():
             row = (await session.execute(query("employee_patch"), params)).first()

@@ -11,7 +11,7 @@ import httpx
 import msgspec
 
 from bot.graph.errors import AmbiguousError, classify_error_envelope, map_transport_errors, parse_retry_after
-from bot.graph.messages import interactive_message, template_message, text_message
+from bot.graph.messages import interactive_message, named_template_message, template_message, text_message
 from bot.graph.transport import KEEPALIVE_SECONDS, AiohttpTransport, make_fast_transport
 from bot.metrics import Metrics
 from bot.phones import user_id as valid_user_id
@@ -140,6 +140,15 @@ class GraphClient:
         """Send an interactive message (the list asking which employer a message is for)."""
         body = interactive_message(
             to=to, interactive=interactive, callback_data=callback_data, recipient_user_id=recipient_user_id
+        )
+        return await self._post(body)
+
+    async def send_template(
+        self, *, to: str, name: str, language: str, components: list[dict[str, Any]], callback_data: str
+    ) -> SendResult:
+        """Send a catalogue template in one translation (docs/whatsapp.md#message-templates)."""
+        body = named_template_message(
+            to=to, name=name, language=language, components=components, callback_data=callback_data
         )
         return await self._post(body)
 

@@ -147,6 +147,14 @@ REJECT_CODES: frozenset[int] = frozenset(
 )
 
 
+# A free-form (text) message to someone who has not written in the last 24 hours (docs/whatsapp.md).
+OUTSIDE_WINDOW = 131047
+OUTSIDE_WINDOW_TITLE = (
+    "outside the 24-hour window: a text message reaches only employees who wrote in the last 24 hours; "
+    "send a template announcement"
+)
+
+
 def classify_error_envelope(
     http_status: int, envelope: Mapping[str, Any] | None, *, retry_after: float | None = None
 ) -> GraphError:
@@ -180,6 +188,9 @@ def classify_error_envelope(
         return SendingPausedError(title, **common)
     if code in SERVICE_UNAVAILABLE_CODES:
         return NotSentError(title, scope="sender", retry_after=retry_after, **common)
+    if code == OUTSIDE_WINDOW:
+        # Meta's words ("Re-engagement message") do not tell an operator what to do.
+        title = OUTSIDE_WINDOW_TITLE
     # REJECT_CODES and every other code that came with an envelope on a 4xx: Meta answered, and said no.
     return RejectedError(title, **common)
 

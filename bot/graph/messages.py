@@ -59,6 +59,16 @@ def choice_list(*, body: str, button: str, rows: list[tuple[str, str]]) -> dict[
     }
 
 
+def named_template_message(
+    *, to: str, name: str, language: str, components: list[dict[str, Any]], callback_data: str
+) -> dict[str, Any]:
+    """A template from the catalogue in one translation, its components already built (bot/templates/render.py)."""
+    template: dict[str, Any] = {"name": name, "language": {"code": language}}
+    if components:
+        template["components"] = components
+    return {**_envelope(to, callback_data), "type": "template", "template": template}
+
+
 def template_message(
     *, to: str, template: Template, text: str, callback_data: str, ack_payload: str | None = None
 ) -> dict[str, Any]:
@@ -75,7 +85,8 @@ def template_message(
             "name": template.name,
             "language": {"code": template.language},
             "components": [
-                {"type": "body", "parameters": [{"type": "text", "text": text}]},
+                # Meta refuses a parameter with a newline, a tab or 5+ spaces in a row (132018): collapsed.
+                {"type": "body", "parameters": [{"type": "text", "text": " ".join(text.split())}]},
                 {
                     "type": "button",
                     "sub_type": "quick_reply",

@@ -19,3 +19,7 @@ class GraphSender(Protocol):
     async def send_interactive(
         self, *, to: str, interactive: dict[str, Any], callback_data: str, recipient_user_id: str | None = None
     ) -> SendResult: ...
+
+    async def send_template(
+        self, *, to: str, name: str, language: str, components: list[dict[str, Any]], callback_data: str
+    ) -> SendResult: ...

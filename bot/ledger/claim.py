@@ -25,6 +25,10 @@ class Claimed:
     recipient_user_id: str | None = None
     # A structured reply (the interactive list asking which employer a message is for), sent instead of text.
     payload: dict[str, Any] | None = None
+    # A template announcement ({"name", "parameters", "header"}), and the languages that choose its translation.
+    template: dict[str, Any] | None = None
+    employee_language: str | None = None
+    employer_language: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,18 @@ async def claim_in(
     rows = (await session.execute(query("claim"), params)).all()
     claimed = [
         Claimed(
-            r.id, r.kind, r.announcement_id, r.attempts, r.claims, r.phone, r.text or "", r.recipient_user_id, r.payload
+            r.id,
+            r.kind,
+            r.announcement_id,
+            r.attempts,
+            r.claims,
+            r.phone,
+            r.text or "",
+            r.recipient_user_id,
+            r.payload,
+            r.template,
+            r.employee_language,
+            r.employer_language,
         )
         for r in rows
         if r.status == "sending"

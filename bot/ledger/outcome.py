@@ -7,6 +7,7 @@ changes nothing the first write did) and it can never land on a newer claim of t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import TextClause
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,14 +22,28 @@ async def _run(sm: async_sessionmaker[AsyncSession], statement: TextClause, para
         return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A send Meta accepted: its wamid is proof, whatever happens to the row meanwhile."""
+
+    id: int
+    wamid: str
+    # The recipient's business-scoped user id, when Graph's answer named it.
+    user_id: str | None = None
+    # The number it went out from (its back-off escalation is reset: it works).
+    phone_number_id: str | None = None
+    # The template translation used, and Meta's pacing status when not plain "accepted".
+    language: str | None = None
+    message_status: str | None = None
+
+
 async def record_sent_many(
     sm: async_sessionmaker[AsyncSession],
     *,
-    sent: Sequence[tuple[int, str] | tuple[int, str, str | None] | tuple[int, str, str | None, str]],
+    sent: Sequence[Accepted | tuple[int, str]],
     default_phone_number_id: str = "",
 ) -> None:
-    """Record a batch of (delivery id, wamid[, the recipient's user id from the answer[, the number it went out
-    from]]) Meta accepted, in one transaction.
+    """Record a batch of accepted sends in one transaction.
 
     A wamid is proof of acceptance: it moves the row to `sent` whatever happened to it meanwhile (the lease
     expired and it is `unknown`, it was queued again...). Each number named is healthy again (its back-off
@@ -36,13 +51,16 @@ async def record_sent_many(
     """
     if not sent:
         return
+    rows = [s if isinstance(s, Accepted) else Accepted(s[0], s[1]) for s in sent]
     params = {
-        "ids": [row[0] for row in sent],
-        "wamids": [row[1] for row in sent],
-        "user_ids": [row[2] if len(row) > 2 else None for row in sent],
+        "ids": [r.id for r in rows],
+        "wamids": [r.wamid for r in rows],
+        "user_ids": [r.user_id for r in rows],
+        "languages": [r.language for r in rows],
+        "message_statuses": [r.message_status for r in rows],
         "default": default_phone_number_id,
     }
-    numbers = sorted({row[3] for row in sent if len(row) > 3})
+    numbers = sorted({r.phone_number_id for r in rows if r.phone_number_id})
     async with sm() as s, s.begin():
         await s.execute(query("record_sent"), params)
         for number in numbers:

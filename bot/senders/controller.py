@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import contracts
 from bot.auth import Principal
+from bot.errors import ProblemOperation, problems
 from bot.senders import service
 from bot.state import AppState
 
@@ -28,6 +29,8 @@ class SenderController(Controller):
         operation_id="GetSender",
         summary="The WhatsApp number announcements go out from, and whether it is paused or backed off",
         description="`own` is false for the installation's shared number. " + STATE_NOTE,
+        responses=problems(401),
+        operation_class=ProblemOperation,
     )
     async def get_sender(
         self, state: AppState, principal: NamedDependency[Principal], db_session: NamedDependency[AsyncSession]
@@ -41,6 +44,14 @@ class SenderController(Controller):
         description="The access token is stored encrypted and never returned (only its last four characters). "
         "Announcements not yet sent go out from the new number; each number has its own rate, back-off and "
         "pause. 409 when the number is another employer's, or the server has no JEM_SECRET_KEY.",
+        responses=problems(
+            400,
+            401,
+            (409, "The number is another employer's own, or the server has no JEM_SECRET_KEY"),
+            413,
+            422,
+        ),
+        operation_class=ProblemOperation,
     )
     async def put_sender(
         self,
@@ -58,6 +69,8 @@ class SenderController(Controller):
         status_code=200,
         operation_id="DeleteSender",
         summary="Send from the installation's shared number again",
+        responses=problems(401),
+        operation_class=ProblemOperation,
     )
     async def delete_sender(
         self, state: AppState, principal: NamedDependency[Principal], db_session: NamedDependency[AsyncSession]

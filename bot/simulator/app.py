@@ -9,15 +9,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from litestar import Litestar, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
-from litestar.datastructures import State
+from litestar.datastructures import State, UploadFile
+from litestar.exceptions import ClientException
 from litestar.params import FromPath
 
+from bot.simulator.media import MAX_UPLOAD_BYTES
 from bot.simulator.numbers import NUMBER_ID, TOKEN, Numbers, display_number_for
 from bot.simulator.outage import MAX_SECONDS, Outage
 from bot.simulator.phone import PHONE_NUMBER_ID, Simulator, SimulatorConfig, bsuid_for
+from bot.simulator.template_sends import TemplateSend, check_template_send
 from bot.simulator.validation import (
     MAX_BUTTON_ID,
     MAX_BUTTON_TITLE,
@@ -41,39 +45,54 @@ def _simulator(state: State) -> Simulator:
     return sim
 
 
-def _quick_reply_payload(body: dict[str, Any]) -> str | None:
-    """The payload a template send gave its quick-reply button; a tap on that button echoes it, like Meta."""
-    template = body.get("template")
-    for component in template.get("components", []) if isinstance(template, dict) else []:
-        if isinstance(component, dict) and component.get("sub_type") == "quick_reply":
-            for parameter in component.get("parameters") or []:
-                if isinstance(parameter, dict) and isinstance(parameter.get("payload"), str):
-                    return str(parameter["payload"])
-    return None
-
-
-def _shown_text(body: dict[str, Any]) -> str | None:
-    """What the recipient reads: a text's body; a template's name and text parameters (`name:p1|p2`); an
-    interactive message's body and its rows' or buttons' titles (`Which employer? [Acme | Demo Ltd]`)."""
-    text, template, interactive = body.get("text"), body.get("template"), body.get("interactive")
+def _shown_text(body: dict[str, Any], template: TemplateSend | None) -> str | None:
+    """What the recipient reads: a text's body; a template's header and body filled in; an interactive
+    message's body and its rows' or buttons' titles (`Which employer? [Acme | Demo Ltd]`)."""
+    text, interactive = body.get("text"), body.get("interactive")
+    if template is not None:
+        return template.text
     if isinstance(text, dict) and isinstance(text.get("body"), str):
         return str(text["body"])
     if body.get("type") == "interactive" and isinstance(interactive, dict):
         return interactive_text(interactive)
-    if isinstance(template, dict):
-        texts = [
-            str(parameter["text"])
-            for component in template.get("components") or []
-            if isinstance(component, dict)
-            for parameter in component.get("parameters") or []
-            if isinstance(parameter, dict) and isinstance(parameter.get("text"), str)
-        ]
-        return f"{template.get('name')}:{'|'.join(texts)}"
     return None
 
 
 def _error(exc: GraphError) -> Response[Any]:
     return Response(exc.envelope(), status_code=exc.status)
+
+
+def _no_token() -> GraphError:
+    return GraphError(401, 190, "Invalid OAuth access token - Cannot parse access token", "auth")
+
+
+def _bearer(request: Request[Any, Any, State]) -> str | None:
+    auth = request.headers.get("authorization", "")
+    token = auth[7:].strip() if auth.startswith("Bearer ") else ""
+    return token or None
+
+
+def _auth_problem(request: Request[Any, Any, State], sim: Simulator, number: str | None) -> GraphError | None:
+    """Graph's 190 for a request without a usable token. `number`: the phone number the request acts for (its
+    own token, or any for a number that has none); None: the business account (templates, media ids)."""
+    token = _bearer(request)
+    if token is None:
+        return _no_token()
+    if number is None:
+        if sim.numbers.account_token_ok(token):
+            return None
+        return GraphError(401, 190, "Invalid OAuth access token", "The access token is not valid for this "
+                          "business account")  # fmt: skip
+    if sim.numbers.token_ok(number, token):
+        return None
+    return GraphError(401, 190, "Invalid OAuth access token",
+                      f"The access token is not valid for phone number id {number}")  # fmt: skip
+
+
+def _unknown_object(object_id: str, method: str, what: str) -> GraphError:
+    return GraphError(400, 100, "Invalid parameter", f"Unsupported {method} request. Object with ID "
+                      f"'{object_id[:64]}' does not exist, cannot be loaded due to missing permissions, or does "
+                      f"not support this operation: unknown {what}")  # fmt: skip
 
 
 @post("/{version:str}/{phone_number_id:str}/messages", status_code=200)
@@ -87,27 +106,34 @@ async def send_message(
         # asyncio.sleep, not time.sleep: thousands of requests wait at once without blocking each other.
         await asyncio.sleep(config.latency_ms / 1000)
     known = sim.numbers.known(number)
-    auth = request.headers.get("authorization", "")
-    if not auth.startswith("Bearer ") or not auth[7:].strip():
+    if _bearer(request) is None:
         sim.stats.reject(number if known else None)
-        return _error(GraphError(401, 190, "Invalid OAuth access token - Cannot parse access token", "auth"))
+        return _error(_no_token())
     if not known:
         sim.stats.reject(None)
-        return _error(GraphError(400, 100, "Invalid parameter", f"Unsupported post request. Object with ID "
-                                 f"'{number[:64]}' does not exist: unknown phone number id"))  # fmt: skip
-    if not sim.numbers.token_ok(number, auth[7:].strip()):
+        return _error(_unknown_object(number, "post", "phone number id"))
+    refused = _auth_problem(request, sim, number)
+    if refused is not None:
         sim.stats.reject(number)
-        return _error(GraphError(401, 190, "Invalid OAuth access token",
-                                 f"The access token is not valid for phone number id {number}"))  # fmt: skip
+        return _error(refused)
     try:
         body = json.loads(await request.body())
     except ValueError:
         sim.stats.reject(number)
         return _error(GraphError(400, 100, "Invalid parameter", "Request body is not valid JSON"))
+    template: TemplateSend | None = None
     try:
         target, key = validate_send(body, sim.directory)
+        # Then Meta's own description of the body (what the handwritten rules above do not cover), then what
+        # only Meta's state decides: the template catalogue, the customer-service window.
+        sim.schema.check(body)
+        if body["type"] == "template":
+            template = check_template_send(body["template"], sim.catalogue, sim.media)
+        elif config.enforce_window and not sim.window_open(number, target.phone):
+            raise GraphError(400, 131047, "Re-engagement message", "Message failed to send because more than 24 "
+                             "hours have passed since the customer last replied to this number.")  # fmt: skip
     except GraphError as exc:
-        sim.stats.reject(number)
+        sim.stats.reject(number, exc.code)
         return _error(exc)
 
     # Not accepted: over the number's own throughput (`--number ID:TOKEN:RATE`), then the random faults.
@@ -133,7 +159,15 @@ async def send_message(
     recipient = target.phone
     kind = str(body.get("type"))
     sim.stats.record_send(
-        recipient, key, kind=kind, text=_shown_text(body), via=target.via, wamid=wamid, phone_number_id=number
+        recipient,
+        key,
+        kind=kind,
+        text=_shown_text(body, template),
+        via=target.via,
+        wamid=wamid,
+        phone_number_id=number,
+        template=template.template.name if template else None,
+        language=template.template.language if template else None,
     )
     # Handed out from here on (this answer, the callbacks): a later send may name it as `recipient`.
     user_id = sim.user_id(recipient)
@@ -146,9 +180,10 @@ async def send_message(
         body.get("biz_opaque_callback_data"),
         kind,
         undeliverable,
-        ack_payload=_quick_reply_payload(body),
+        ack_payload=template.ack[0] if template and template.ack else None,
         number=number,
         choices=interactive_choices(body.get("interactive")) if kind == "interactive" else None,
+        ack_label=template.ack[1] if template and template.ack else None,
     )
     # Like Meta: `wa_id` only when the send named a phone number; `user_id` always.
     contact = {"input": target.input, "wa_id": recipient} if target.via == "phone" else {"input": target.input}
@@ -349,6 +384,111 @@ async def replace_token(
     return Response({"phone_number_id": phone_number_id, "replaced": True}, status_code=200)
 
 
+def _query(request: Request[Any, Any, State]) -> dict[str, str]:
+    return {key: str(request.query_params.get(key)) for key in request.query_params}
+
+
+def _link(request: Request[Any, Any, State], path: str, query: dict[str, str] | None = None) -> str:
+    """An absolute URL on this simulator, as Graph's `paging.next` and media `url` are."""
+    base = f"{request.url.scheme}://{request.url.netloc}{path}"
+    return f"{base}?{urlencode(query)}" if query else base
+
+
+@get("/{version:str}/{waba_id:str}/message_templates")
+async def message_templates(
+    request: Request[Any, Any, State], state: State, version: FromPath[str], waba_id: FromPath[str]
+) -> Response[Any]:
+    """The catalogue, the same for every business account id, paged like Graph (docs/whatsapp.md)."""
+    sim = _simulator(state)
+    refused = _auth_problem(request, sim, None)
+    if refused is not None:
+        return _error(refused)
+    if not NUMBER_ID.fullmatch(waba_id):
+        return _error(_unknown_object(waba_id, "get", "business account id"))
+    try:
+        page = sim.catalogue.page(_query(request))
+    except GraphError as exc:
+        return _error(exc)
+    answer: dict[str, Any] = {"data": page.data}
+    if page.before is not None:
+        # Like Graph: both cursors on every page that has data; `previous`/`next` only where there is one.
+        paging: dict[str, Any] = {"cursors": {"before": page.before, "after": page.after}}
+        if page.previous_query is not None:
+            paging["previous"] = _link(request, request.url.path, page.previous_query)
+        if page.next_query is not None:
+            paging["next"] = _link(request, request.url.path, page.next_query)
+        answer["paging"] = paging
+    return Response(answer, status_code=200)
+
+
+@post("/{version:str}/{phone_number_id:str}/media", status_code=200, request_max_body_size=MAX_UPLOAD_BYTES)
+async def upload_media(
+    request: Request[Any, Any, State], state: State, version: FromPath[str], phone_number_id: FromPath[str]
+) -> Response[Any]:
+    """Multipart `messaging_product=whatsapp`, `type` (the MIME type) and `file`: answers `{"id": "<media id>"}`."""
+    sim = _simulator(state)
+    number = phone_number_id
+    if _bearer(request) is None:
+        return _error(_no_token())
+    if not sim.numbers.known(number):
+        return _error(_unknown_object(number, "post", "phone number id"))
+    refused = _auth_problem(request, sim, number)
+    if refused is not None:
+        return _error(refused)
+    try:
+        form = await request.form()
+    except ClientException:
+        return _error(GraphError(400, 100, "Invalid parameter", "The body must be multipart/form-data"))
+    if form.get("messaging_product") != "whatsapp":
+        return _error(GraphError(400, 100, "Invalid parameter", "Param messaging_product must be 'whatsapp'"))
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        return _error(GraphError(400, 100, "The parameter file is required", "Param file must be a file part"))
+    declared = form.get("type")
+    mime = declared if isinstance(declared, str) and declared.strip() else upload.content_type
+    try:
+        media = sim.media.add(mime_type=mime, data=await upload.read(), phone_number_id=number)
+    except GraphError as exc:
+        return _error(exc)
+    finally:
+        await upload.close()
+    return Response({"id": media.id}, status_code=200)
+
+
+@get("/{version:str}/{media_id:str}")
+async def media_url(
+    request: Request[Any, Any, State], state: State, version: FromPath[str], media_id: FromPath[str]
+) -> Response[Any]:
+    """What Graph tells of an upload: its download `url` (on this simulator), type, SHA-256 and size."""
+    sim = _simulator(state)
+    refused = _auth_problem(request, sim, None)
+    if refused is not None:
+        return _error(refused)
+    media = sim.media.get(media_id)
+    owner = request.query_params.get("phone_number_id")
+    if media is None or (owner is not None and owner != media.phone_number_id):
+        # `?phone_number_id=` makes Graph check the media belongs to that number.
+        return _error(_unknown_object(media_id, "get", "media id"))
+    return Response(media.describe(_link(request, f"/_simulator/media/{media.id}")), status_code=200)
+
+
+@get("/_simulator/media/{media_id:str}")
+async def media_download(request: Request[Any, Any, State], state: State, media_id: FromPath[str]) -> Response[Any]:
+    """The uploaded bytes (the `url` of `GET /{media_id}`); like Meta's, it needs the bearer token."""
+    sim = _simulator(state)
+    refused = _auth_problem(request, sim, None)
+    if refused is not None:
+        return _error(refused)
+    media = sim.media.get(media_id)
+    if media is None:
+        return Response({"detail": f"no media {media_id[:64]}"}, status_code=404)
+    return Response(media.data, media_type=media.mime_type, status_code=200)
+
+
+ROUTES = (send_message, stats, sends, reset, simulate_outage, inbound, replace_token,
+          message_templates, upload_media, media_url, media_download)  # fmt: skip
+
+
 def create_simulator_app(config: SimulatorConfig) -> Litestar:
     sim = Simulator(config)
     outage = Outage()  # OutageServer attaches itself to it; see bot/simulator/outage.py
@@ -362,7 +502,7 @@ def create_simulator_app(config: SimulatorConfig) -> Litestar:
             await sim.stop()
 
     return Litestar(
-        route_handlers=[send_message, stats, sends, reset, simulate_outage, inbound, replace_token],
+        route_handlers=list(ROUTES),
         lifespan=[running],
         state=State({"simulator": sim, "outage": outage}),
         openapi_config=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -18,6 +19,34 @@ from bot.simulator.outage import OutageServer
 from bot.simulator.phone import PHONE_NUMBER_ID, SimulatorConfig
 
 DUMMY_SECRET = "simulator-app-secret"  # noqa: S105 - a placeholder for the local simulator, not a credential
+
+log = logging.getLogger("jem.simulator")
+
+
+class _NotFromTask(logging.Filter):
+    """Drops what one asyncio task logs below WARNING.
+
+    The simulator's uvicorn server runs in the same process as the API's and logs its start and stop on the same
+    `uvicorn.error` logger: "Started server process [pid]", "Waiting for application startup." and the rest would
+    each appear twice, the simulator's copy telling nothing new. Its warnings and errors still show.
+    """
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        super().__init__()
+        self._task = task
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        try:
+            return asyncio.current_task() is not self._task
+        except RuntimeError:  # logged from a thread without an event loop: not the simulator
+            return True
+
+
+def simulator_url(settings: Settings) -> str:
+    """Where the simulator of simulator_settings listens, e.g. http://127.0.0.1:8001."""
+    return settings.whatsapp_api_url.rsplit("/", 1)[0]
 
 
 class _QuietServer(OutageServer):
@@ -38,6 +67,9 @@ def simulator_port(settings: Settings) -> int:
     raise OSError("no free port for the simulator")
 
 
+SIMULATED_WABA_ID = "200000000000001"
+
+
 def simulator_settings(settings: Settings) -> Settings:
     """Point Graph at the simulator and fill in dummy credentials where none are set."""
     port = simulator_port(settings)
@@ -47,6 +79,8 @@ def simulator_settings(settings: Settings) -> Settings:
         whatsapp_phone_number_id=settings.whatsapp_phone_number_id or PHONE_NUMBER_ID,
         whatsapp_app_secrets=settings.whatsapp_app_secrets or (DUMMY_SECRET,),
         whatsapp_verify_token=settings.whatsapp_verify_token or "simulator-verify-token",
+        # The simulator serves the same template catalogue for any account id.
+        whatsapp_waba_id=settings.whatsapp_waba_id or SIMULATED_WABA_ID,
     )
 
 
@@ -85,20 +119,28 @@ def simulator_lifespan(
             simulator.state.outage,
         )
         task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()  # start-up failed: raise its error
-                raise RuntimeError("the simulator stopped during start-up")
-            await asyncio.sleep(0.02)
-        app.state.simulator_url = f"http://{host}:{port}"
+        quiet = _NotFromTask(task)
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        uvicorn_log.addFilter(quiet)  # before the task first runs: nothing of its start-up slips through
         try:
-            yield
+            while not server.started:
+                if task.done():
+                    task.result()  # start-up failed: raise its error
+                    raise RuntimeError("the simulator stopped during start-up")
+                await asyncio.sleep(0.02)
+            app.state.simulator_url = f"http://{host}:{port}"
+            log.info("WhatsApp simulator on http://%s:%d", host, port)
+            try:
+                yield
+            finally:
+                server.should_exit = True
+                done, _ = await asyncio.wait({task}, timeout=5)
+                if not done:
+                    # A held "timeout" answer must not keep the whole serve from stopping.
+                    server.force_exit = True
+                    await asyncio.wait({task}, timeout=5)
+                log.info("WhatsApp simulator stopped")
         finally:
-            server.should_exit = True
-            done, _ = await asyncio.wait({task}, timeout=5)
-            if not done:
-                # A held "timeout" answer must not keep the whole serve from stopping.
-                server.force_exit = True
-                await asyncio.wait({task}, timeout=5)
+            uvicorn_log.removeFilter(quiet)
 
     return lifespan

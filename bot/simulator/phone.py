@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from bot.simulator.catalogue import Catalogue, CatalogueTemplate, default_catalogue
+from bot.simulator.media import MediaStore
 from bot.simulator.numbers import (
     DEFAULT_DISPLAY_NUMBER,
     DEFAULT_PHONE_NUMBER_ID,
@@ -21,12 +23,15 @@ from bot.simulator.numbers import (
     SimulatedNumber,
     display_number_for,
 )
+from bot.simulator.schema import SendSchema
 from bot.simulator.stats import Stats
 
 # The default number: the one every send may use with any token, and where inbound messages arrive by default.
 PHONE_NUMBER_ID = DEFAULT_PHONE_NUMBER_ID
 DISPLAY_NUMBER = DEFAULT_DISPLAY_NUMBER
 WABA_ID = "200000000000001"
+# Meta's customer-service window: free-form messages only within this long of the user's last message.
+WINDOW_SECONDS = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,13 @@ class SimulatorConfig:
     # The business numbers it plays (`--number ID:TOKEN[:RATE]`), each with its own token and throughput. Empty:
     # any phone_number_id with any token. Either way the default number PHONE_NUMBER_ID takes any token.
     numbers: tuple[SimulatedNumber, ...] = ()
+    # The message templates of every business account (`--templates FILE`); None: the demo catalogue,
+    # bot/simulator/templates.json.
+    templates: tuple[CatalogueTemplate, ...] | None = None
+    # `--enforce-window`: refuse (131047) a non-template send to someone who has not written to that number
+    # within `window_s`, as Meta does. Off by default: the demo and most tests send text announcements.
+    enforce_window: bool = False
+    window_s: float = WINDOW_SECONDS
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -198,6 +210,7 @@ class Played:
     number: str  # the phone_number_id it was sent from: every callback about it names this number
     ack_payload: str | None = None
     choices: Choices | None = None
+    ack_label: str | None = None  # a template's quick-reply button label: the text of a tap on it
 
 
 @dataclass
@@ -215,10 +228,22 @@ class Simulator:
     directory: dict[str, str] = field(default_factory=dict)
     # The configured numbers' tokens (replaceable at run time) and rate buckets; built from `config.numbers`.
     numbers: Numbers = field(init=False)
+    # What template sends are checked against and `GET …/message_templates` lists.
+    catalogue: Catalogue = field(init=False)
+    # Meta's OpenAPI description of a send, compiled once for this app (it runs on every send).
+    schema: SendSchema = field(init=False)
+    # Uploads (`POST …/media`) by media id; kept by `reset`, like BSUIDs.
+    media: MediaStore = field(default_factory=MediaStore)
+    # (phone_number_id, employee digits) -> time.monotonic() of the employee's last message to that number:
+    # what `--enforce-window` checks. Kept by `reset`: it is the employees' doing, not a counter.
+    last_inbound: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rng.seed(self.config.seed)
         self.numbers = Numbers(self.config.numbers)
+        templates = self.config.templates
+        self.catalogue = Catalogue(default_catalogue() if templates is None else templates)
+        self.schema = SendSchema()
         self._count_numbers()
 
     def _count_numbers(self) -> None:
@@ -247,6 +272,14 @@ class Simulator:
     def is_username(self, phone_digits: str) -> bool:
         return plays_username(phone_digits, self.config.username_rate, self.config.seed)
 
+    def note_inbound(self, number: str, phone_digits: str) -> None:
+        """The employee wrote to `number`: its customer-service window with them opens (again) now."""
+        self.last_inbound[(number, phone_digits)] = time.monotonic()
+
+    def window_open(self, number: str, phone_digits: str) -> bool:
+        at = self.last_inbound.get((number, phone_digits))
+        return at is not None and time.monotonic() - at < self.config.window_s
+
     async def start(self) -> None:
         self.client = httpx.AsyncClient(
             timeout=10.0, limits=httpx.Limits(max_connections=self.config.callback_concurrency)
@@ -272,6 +305,7 @@ class Simulator:
         ack_payload: str | None = None,
         number: str = PHONE_NUMBER_ID,
         choices: Choices | None = None,
+        ack_label: str | None = None,
     ) -> None:
         """Act as the recipient's phone for one accepted message sent from `number`, in the background.
 
@@ -281,7 +315,7 @@ class Simulator:
         if not self.config.webhook:
             return
         task = asyncio.get_running_loop().create_task(
-            self._play(Played(wamid, recipient, callback, kind, number, ack_payload, choices), undeliverable)
+            self._play(Played(wamid, recipient, callback, kind, number, ack_payload, choices, ack_label), undeliverable)
         )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -327,11 +361,12 @@ class Simulator:
                 picked = options[self.rng.randrange(len(options))]
                 message = {"context": context, "type": "interactive",
                            "interactive": {"type": reply_type, reply_type: dict(picked)}}  # fmt: skip
-            elif sent.kind == "template":
+            elif sent.kind == "template" and sent.ack_label is not None:
+                # A tap on the template's quick-reply button: its label, and the payload the send set for it.
                 message = {
                     "context": context,
                     "type": "button",
-                    "button": {"payload": sent.ack_payload or "ack", "text": "Got it"},
+                    "button": {"payload": sent.ack_payload or sent.ack_label, "text": sent.ack_label},
                 }
             else:
                 message = {"context": context, "type": "text", "text": {"body": "Got it, thanks"}}
@@ -339,6 +374,7 @@ class Simulator:
             reply, message = "text", {"type": "text", "text": {"body": "Who do I ask about this?"}}
         else:
             return
+        self.note_inbound(sent.number, sent.recipient)
         if await self._post(inbound_body(sent.recipient, message, username=username, number=sent.number)):
             self.stats.replies[reply] += 1
 
@@ -349,6 +385,7 @@ class Simulator:
         retries, its wamid)."""
         wamid = inbound_wamid()
         self.user_id(phone_digits)
+        self.note_inbound(number, phone_digits)
         body = inbound_body(phone_digits, message, username=username, wamid=wamid, number=number)
         return await self._post(body), wamid
 

@@ -19,14 +19,17 @@ class Accepted:
     at: float  # wall clock (time.time()), comparable with the clock of any process on the same machine
     kind: str  # the message `type`: text, template, ...
     key: str  # biz_opaque_callback_data, or the text when there is none (what `duplicates` counts by)
-    text: str | None  # the text body (a template: its name and parameters), cut to TEXT_SHOWN characters
+    text: str | None  # what the employee reads (a template: header and body filled in), cut to TEXT_SHOWN
     via: str = "phone"  # how the send named the recipient: "phone" (`to`) or "bsuid" (`recipient`)
     wamid: str | None = None  # what the answer named it: a test quotes it as `context.id` to reply to it
     phone_number_id: str | None = None  # the business number it was sent from (the id in the send's URL)
+    template: str | None = None  # a template send's template name and language code
+    language: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"at": self.at, "type": self.kind, "key": self.key, "text": self.text, "via": self.via,
-                "wamid": self.wamid, "phone_number_id": self.phone_number_id}  # fmt: skip
+                "wamid": self.wamid, "phone_number_id": self.phone_number_id, "template": self.template,
+                "language": self.language}  # fmt: skip
 
 
 @dataclass
@@ -45,6 +48,8 @@ class NumberStats:
 class Stats:
     accepted: int = 0
     rejected: int = 0
+    # Graph error code -> sends refused with it (validation, templates, the window; not injected faults).
+    rejections: Counter[int] = field(default_factory=Counter)
     # (recipient digits, callback data or message text) -> times accepted. More than once is the one
     # failure the product must never have: the same announcement delivered twice to one person. A send to a
     # BSUID counts under the phone behind it: one person, whichever id named them.
@@ -63,9 +68,11 @@ class Stats:
     def number(self, phone_number_id: str) -> NumberStats:
         return self.numbers.setdefault(phone_number_id, NumberStats())
 
-    def reject(self, phone_number_id: str | None) -> None:
+    def reject(self, phone_number_id: str | None, code: int | None = None) -> None:
         """A send refused for its token or its body; counted under its number when it named a known one."""
         self.rejected += 1
+        if code is not None:
+            self.rejections[code] += 1
         if phone_number_id is not None:
             self.number(phone_number_id).rejected += 1
 
@@ -83,13 +90,15 @@ class Stats:
         via: str = "phone",
         wamid: str | None = None,
         phone_number_id: str | None = None,
+        template: str | None = None,
+        language: str | None = None,
     ) -> None:
         self.accepted += 1
         self.sends[(recipient, key)] += 1
         if phone_number_id is not None:
             self.number(phone_number_id).accepted += 1
         shown = text[:TEXT_SHOWN] if text is not None else None
-        entry = Accepted(time.time(), kind, key, shown, via, wamid, phone_number_id)
+        entry = Accepted(time.time(), kind, key, shown, via, wamid, phone_number_id, template, language)
         self.accepted_log.setdefault(recipient, []).append(entry)
 
     def sends_listing(self) -> list[dict[str, Any]]:
@@ -113,6 +122,7 @@ class Stats:
         return {
             "messages_accepted": self.accepted,
             "messages_rejected": self.rejected,
+            "rejections": {str(code): count for code, count in sorted(self.rejections.items())},
             "recipients": len({recipient for recipient, _ in self.sends}),
             "duplicates": self.duplicates,
             "duplicate_sends": sum(count - 1 for count in self.sends.values() if count > 1),

@@ -148,7 +148,9 @@ class LedgerMachine(RuleBasedStateMachine):
             wamid = flight.wamid
 
             async def write() -> None:
-                await outcome.record_sent_many(self.sm, sent=[(flight.id, wamid, None, PHONE)])
+                await outcome.record_sent_many(
+                    self.sm, sent=[outcome.Accepted(flight.id, wamid, phone_number_id=PHONE)]
+                )
                 self.evidence.add(flight.id)
 
         else:

@@ -188,7 +188,7 @@ async def test_a_valid_template_is_accepted() -> None:
         "messaging_product": "whatsapp",
         "to": "+27820000001",
         "type": "template",
-        "template": {"name": "staff_notice", "language": {"code": "en_US"},
+        "template": {"name": "staff_announcement", "language": {"code": "en"},
                      "components": [{"type": "body", "parameters": [{"type": "text", "text": "Hello"}]}]},
     }  # fmt: skip
     async with simulator() as client:
@@ -227,14 +227,16 @@ async def test_template_ack_is_a_button_tap_and_stop_is_text() -> None:
     receiver = Receiver()
     template = {
         "messaging_product": "whatsapp", "to": "+27820000001", "type": "template",
-        "template": {"name": "n", "language": {"code": "en"}, "components": []},
+        "template": {"name": "staff_announcement", "language": {"code": "en"},
+                     "components": [{"type": "body", "parameters": [{"type": "text", "text": "Hi"}]}]},
     }  # fmt: skip
     async with simulator(receiver, ack_rate=1.0) as client:
         await client.post(URL, json=template, headers=AUTH)
         await poll(lambda: len(receiver.messages()) == 1)
     [tap] = receiver.messages()
     assert tap["type"] == "button"
-    assert tap["button"]["payload"] == "ack"
+    # Like Meta: a send that set no payload for the button gets the button's label as the payload.
+    assert tap["button"] == {"payload": "Got it", "text": "Got it"}
 
     receiver = Receiver()
     async with simulator(receiver, ack_rate=0.0, stop_rate=1.0) as client:
@@ -254,7 +256,7 @@ async def test_template_tap_echoes_the_quick_reply_payload_the_send_set() -> Non
     }
     template = {
         "messaging_product": "whatsapp", "to": "+27820000001", "type": "template",
-        "template": {"name": "n", "language": {"code": "en"},
+        "template": {"name": "staff_announcement", "language": {"code": "en"},
                      "components": [{"type": "body", "parameters": [{"type": "text", "text": "Hi"}]}, button]},
     }  # fmt: skip
     async with simulator(receiver, ack_rate=1.0) as client:

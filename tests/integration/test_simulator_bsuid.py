@@ -143,7 +143,8 @@ async def test_username_rate_1_withholds_every_number() -> None:
     receiver = Receiver()
     template = {
         "messaging_product": "whatsapp", "to": "+27820000001", "type": "template",
-        "template": {"name": "n", "language": {"code": "en"}, "components": []},
+        "template": {"name": "staff_announcement", "language": {"code": "en"},
+                     "components": [{"type": "body", "parameters": [{"type": "text", "text": "Hi"}]}]},
     }  # fmt: skip
     async with simulator(receiver, ack_rate=1.0, username_rate=1.0) as client:
         answer = (await client.post(URL, json=template, headers=AUTH)).json()

@@ -289,6 +289,12 @@ class _FakeGraph:
         self.sent[(to, "interactive")] += 1
         return SendResult(wamid=f"wamid.out-{callback_data}", wa_id=to.lstrip("+"), message_status=None)
 
+    async def send_template(
+        self, *, to: str, name: str, language: str, components: list[dict[str, Any]], callback_data: str
+    ) -> SendResult:
+        self.sent[(to, "template")] += 1
+        return SendResult(wamid=f"wamid.out-{callback_data}", wa_id=to.lstrip("+"), message_status=None)
+
 
 async def test_after_stop_the_next_announcement_skips_the_employee_and_the_confirmation_goes_once(
     client: AsyncTestClient[Litestar], db: async_sessionmaker[AsyncSession], tenant: Tenant, settings: Settings

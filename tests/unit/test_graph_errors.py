@@ -9,6 +9,7 @@ import pytest
 
 from bot.graph.client import GraphClient, SendResult
 from bot.graph.errors import (
+    OUTSIDE_WINDOW_TITLE,
     AmbiguousError,
     GraphError,
     NotSentError,
@@ -116,9 +117,17 @@ async def test_recipient_and_payload_codes_are_rejected(code: int) -> None:
     error = await send_expecting(httpx.Response(400, json=envelope(code, details=f"details for {code}")))
     assert type(error) is RejectedError
     assert error.code == code
-    assert error.title == f"details for {code}"
+    # 131047's own words ("Re-engagement message") do not say what to do: ours do.
+    assert error.title == (OUTSIDE_WINDOW_TITLE if code == 131047 else f"details for {code}")
     assert error.fbtrace_id == "AbC"
     assert error.outcome == "failed"
+
+
+async def test_outside_the_window_says_a_template_is_needed() -> None:
+    error = await send_expecting(httpx.Response(400, json=envelope(131047, details="Re-engagement message")))
+    assert type(error) is RejectedError
+    assert "24-hour window" in error.title
+    assert "template" in error.title
 
 
 async def test_rejection_title_falls_back_to_message_without_details() -> None:
