@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 
 from litestar import Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot import contracts
 from bot.db.engine import DatabaseUnavailableError, ping
 from bot.db.migrate import current_revision
 from bot.db.queries import query
+from bot.errors import ProblemOperation, problems
 from bot.ledger import budget
 from bot.state import AppState
 
@@ -21,13 +23,21 @@ log = logging.getLogger("jem.health")
     "/health",
     operation_id="Health",
     tags=["Operations"],
+    # Public. `[{}]`, one requirement that asks for nothing: an empty list would leave the document-wide bearer one.
+    security=[{}],
     summary="Liveness and database reachability",
     description="200 when the database answers, 503 when it does not.",
+    responses={
+        503: ResponseSpec(contracts.Health, description="The database is unreachable: `status` is `degraded`"),
+        **problems(),
+    },
+    operation_class=ProblemOperation,
 )
 async def health(state: AppState) -> Response[contracts.Health]:
     phone = state.settings.whatsapp_phone_number_id or "default"
     try:
-        await ping(state.engine)
+        # The embedded server has no setting to fix; a DATABASE_URL one is named with what is wrong with it.
+        await ping(state.engine, source=None if state.embedded else "DATABASE_URL")
         revision = await current_revision(state.engine)
         async with state.sessionmaker() as session:
             sender = await budget.state(session, phone_number_id=phone)
@@ -60,8 +70,12 @@ async def health(state: AppState) -> Response[contracts.Health]:
     "/metrics",
     operation_id="Metrics",
     tags=["Operations"],
+    # Public. `[{}]`, one requirement that asks for nothing: an empty list would leave the document-wide bearer one.
+    security=[{}],
     summary="Prometheus metrics",
     media_type="text/plain; version=0.0.4; charset=utf-8",
+    responses=problems(),
+    operation_class=ProblemOperation,
 )
 async def metrics(state: AppState) -> bytes:
     try:

@@ -5,11 +5,18 @@ from __future__ import annotations
 import base64
 import binascii
 
-from bot.errors import ValidationFailedError
+from bot.errors import NotFoundError, ValidationFailedError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_ID = 2**63 - 1  # ids are PostgreSQL bigint identities
+
+
+def known_id(value: int, what: str) -> None:
+    """An id in a path that PostgreSQL's bigint cannot hold names nothing: 404, as any unknown id is (the query
+    would fail on the value instead, a 422 about a field the client never sent)."""
+    if not 0 < value <= MAX_ID:
+        raise NotFoundError(f"No such {what}.")
 
 
 def encode_cursor(last_id: int) -> str:

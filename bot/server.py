@@ -51,13 +51,11 @@ def build_lifespans(settings: Settings, *, dispatcher: bool) -> list[Lifespan]:
 
 
 def serve(settings: Settings, *, database_url: str, dispatcher: bool, simulator: bool, workers: int = 1) -> None:
+    """With `simulator`, `settings` come from `bot.simulator.embedded.simulator_settings`: the simulator plays
+    WhatsApp for this server (the Graph URL and credentials point at it; it posts its callbacks to our own
+    webhook). The caller decides its port once, so that every server process agrees on it and the caller can say
+    where it is."""
     configure_logging()
-    if simulator:
-        # The simulator plays WhatsApp for this server: it fills in the Graph URL and credentials and posts its
-        # callbacks back to our own webhook. Decided here, once, so every server process agrees on it.
-        from bot.simulator.embedded import simulator_settings
-
-        settings = simulator_settings(settings)
     if workers <= 1:
         run_server(settings, database_url, background=True, dispatcher=dispatcher, simulator=simulator)
         return

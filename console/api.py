@@ -75,6 +75,10 @@ class Api(Protocol):
 
     async def resend_unknown(self, announcement_id: int) -> contracts.ResendResult: ...
 
+    async def timeline(self, announcement_id: int, *, bucket: str = "minute") -> contracts.Timeline: ...
+
+    async def get_employee(self, employee_id: int) -> contracts.Employee: ...
+
     async def list_employees(
         self,
         *,
@@ -230,7 +234,20 @@ class BotApi:
         """Resend deliveries whose outcome is unknown (accepting the duplicate risk)."""
         return await self._request("POST", f"/announcements/{announcement_id}/resend-unknown", contracts.ResendResult)
 
+    async def timeline(self, announcement_id: int, *, bucket: str = "minute") -> contracts.Timeline:
+        """Sent, delivered, read and acknowledged per minute or hour (buckets with nothing are left out).
+
+        Servers older than the timeline endpoint answer 404 (ApiError), as for a missing announcement.
+        """
+        return await self._request(
+            "GET", f"/announcements/{announcement_id}/timeline", contracts.Timeline, params={"bucket": bucket}
+        )
+
     # --- employees and inbox ----------------------------------------------------------------------------
+
+    async def get_employee(self, employee_id: int) -> contracts.Employee:
+        """One employee (an audience names employees by id; the console shows their names)."""
+        return await self._request("GET", f"/employees/{employee_id}", contracts.Employee)
 
     async def list_employees(
         self,

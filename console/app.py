@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from functools import partial
 from typing import Any, ClassVar
 
@@ -11,11 +11,12 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from bot import contracts
 from console.api import Api, ApiError, ApiUnreachable
+from console.clock import utc_now
 from console.messages import AnnouncementSelected, CancelRequested, ResendUnknownRequested, WorkerFinished
 from console.screens import (
     AnnouncementScreen,
@@ -28,8 +29,13 @@ from console.screens import (
 from console.screens.base import RefreshingScreen, Session
 from console.widgets.sender import sender_details
 
-# Worker groups of the periodic loaders; user actions (send, cancel, resend) always get their own notice.
-REFRESH_GROUPS = frozenset({"me", "sender", "announcements", "announcement", "employees", "inbox", "compose-audience"})
+# Worker groups of the periodic loaders; user actions (cancel, resend) always get their own notice.
+REFRESH_GROUPS = frozenset(
+    {"me", "sender", "announcements", "announcement", "employees", "inbox", "compose-audience", "compose-search"}
+)
+# Worker groups whose failures the screen explains where they happened (the compose dialog's error line, which
+# the operator is looking at): the app only follows the connection state, and says when it changes.
+EXPLAINED_GROUPS = frozenset({"compose-submit"})
 # How often the sender line is reloaded: as often as the lists, since a back-off often lasts only seconds.
 SENDER_REFRESH_SECONDS = 2.0
 
@@ -40,12 +46,16 @@ class ConsoleApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "jem-bot console"
     DEFAULT_MODE = "announcements"
+    # The footer must fit 80 columns with every screen's own keys: each screen hides the key of where it is
+    # (a screen binding of the same key, not shown, shadows the app's), and what does not fit is in the command
+    # palette, which the footer offers as "^p More".
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "new_announcement", "New"),
-        Binding("a", "switch_mode('announcements')", "Announcements"),
+        Binding("a", "announcements", "Announcements"),
         Binding("e", "switch_mode('employees')", "Employees"),
         Binding("i", "switch_mode('inbox')", "Inbox"),
         Binding("q", "quit", "Quit"),
+        Binding("ctrl+p", "command_palette", "More", show=False, priority=True, tooltip="Every command and key"),
     ]
 
     # "connecting" until the first answer, then "ok", "down" (no answer) or "unauthorized" (401).
@@ -55,12 +65,19 @@ class ConsoleApp(App[None]):
     # server older than /sender. always_update: the line must be redrawn when the timezone changes under it.
     sender: reactive[contracts.Sender | None] = reactive(None, always_update=True)
 
-    def __init__(self, api: Api, *, refresh_scale: float = 1.0, owns_api: bool = False) -> None:
+    def __init__(
+        self,
+        api: Api,
+        *,
+        refresh_scale: float = 1.0,
+        owns_api: bool = False,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         super().__init__()
         self.api = api
         # Close the API client on exit only when the console created it (tests lend theirs).
         self.owns_api = owns_api
-        self.session = Session(api, refresh_scale=refresh_scale)
+        self.session = Session(api, refresh_scale=refresh_scale, clock=clock)
         # Not the MODES class variable: each mode's screen is built with this app's session.
         for mode, screen in (
             ("announcements", AnnouncementsScreen),
@@ -76,6 +93,10 @@ class ConsoleApp(App[None]):
     def timezone(self) -> str:
         """The employer's timezone, in which every time is shown (UTC until /me answers)."""
         return self.session.timezone
+
+    def now(self) -> datetime:
+        """What time it is (UTC), from the session's clock."""
+        return self.session.clock()
 
     def on_mount(self) -> None:
         self.load_me()
@@ -114,7 +135,7 @@ class ConsoleApp(App[None]):
         if self.connection != "ok" and self.connection != "connecting":
             self.notify("Connected to the API again.", title="Connection", severity="information")
         self.connection = "ok"
-        self.last_ok = datetime.now(UTC)
+        self.last_ok = self.now()
 
     @on(Worker.StateChanged)
     def _own_worker_changed(self, event: Worker.StateChanged) -> None:
@@ -133,13 +154,26 @@ class ConsoleApp(App[None]):
         if worker.state == WorkerState.SUCCESS:
             self.report_ok()
         elif worker.state == WorkerState.ERROR:
-            self.report_error(worker.error, from_refresh=worker.group in REFRESH_GROUPS)
+            self.report_error(
+                worker.error, from_refresh=worker.group in REFRESH_GROUPS, explained=worker.group in EXPLAINED_GROUPS
+            )
 
-    def report_error(self, error: BaseException | None, *, from_refresh: bool = False) -> None:
-        """Explain a failed API call; a refresh that keeps failing the same way is reported once, not every 2 s."""
+    def report_error(self, error: BaseException | None, *, from_refresh: bool = False, explained: bool = False) -> None:
+        """Explain a failed API call; a refresh that keeps failing the same way is reported once, not every 2 s.
+
+        An operator's own action (cancel, resend) is always answered, even when the API was already known to be
+        down: otherwise the key press would seem to do nothing. `explained`: the screen has said it already.
+        """
         if isinstance(error, ApiUnreachable):
             if self.connection != "down":
                 self.notify(f"{error}. Retrying every few seconds.", title="API unreachable", severity="error")
+            elif not from_refresh and not explained:
+                self.notify(
+                    f"{error}. It may not have been done: check once the API answers, then try again.",
+                    title="Not done: API unreachable",
+                    severity="error",
+                    timeout=10,
+                )
             self.connection = "down"
         elif isinstance(error, ApiError) and error.status == 401:
             if self.connection != "unauthorized":
@@ -152,7 +186,9 @@ class ConsoleApp(App[None]):
             self.connection = "unauthorized"
         elif isinstance(error, ApiError):
             key = (error.status, error.title, error.detail)
-            if not from_refresh or key != self._last_error:
+            if explained:
+                pass
+            elif not from_refresh or key != self._last_error:
                 self.notify(error.detail, title=f"{error.title} ({error.status})", severity="error", timeout=10)
             self._last_error = key
         else:
@@ -172,6 +208,15 @@ class ConsoleApp(App[None]):
     def open_announcement(self, announcement_id: int) -> None:
         """Show one announcement's deliveries."""
         self.push_screen(AnnouncementScreen(self.session, announcement_id))
+
+    def action_announcements(self) -> None:
+        """The announcements list, from anywhere: another mode, or an announcement's detail (which is pushed on top
+        of the list in the same mode, so switching to the mode alone would leave the operator on the detail)."""
+        if isinstance(self.screen, ModalScreen):
+            return  # a dialog waits for its answer first
+        self.switch_mode("announcements")
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, AnnouncementsScreen):
+            self.pop_screen()
 
     def action_new_announcement(self) -> None:
         """Open the compose modal."""
@@ -248,11 +293,14 @@ class ConsoleApp(App[None]):
         """Command palette entries for everything the keys do."""
         yield from super().get_system_commands(screen)
         yield SystemCommand("New announcement", "Write and schedule an announcement (n)", self.action_new_announcement)
-        yield SystemCommand("Announcements", "List announcements (a)", lambda: self.switch_mode("announcements"))
+        yield SystemCommand("Announcements", "List announcements (a)", self.action_announcements)
         yield SystemCommand("Employees", "List employees, opt-outs included (e)", lambda: self.switch_mode("employees"))
         yield SystemCommand("Inbox", "Messages from employees (i)", lambda: self.switch_mode("inbox"))
         yield SystemCommand("Refresh", "Reload this screen (r)", self.action_refresh)
         yield SystemCommand("Sender", "The number announcements go out from: rate, pause, back-off", self.action_sender)
+        # The keys of the screen shown that the footer has no room for (at 80 columns) are offered here too.
+        if isinstance(screen, RefreshingScreen):
+            yield from screen.commands()
 
     def action_sender(self) -> None:
         """Say everything known about the sender in a notice (the line under the header is cut to the width)."""
@@ -274,6 +322,9 @@ class ConsoleApp(App[None]):
         )
 
 
-def make_console(api: Api, *, refresh_scale: float = 1.0, owns_api: bool = False) -> ConsoleApp:
-    """Build the console over `api` (a BotApi, or a fake in tests); `owns_api` closes it on exit."""
-    return ConsoleApp(api, refresh_scale=refresh_scale, owns_api=owns_api)
+def make_console(
+    api: Api, *, refresh_scale: float = 1.0, owns_api: bool = False, clock: Callable[[], datetime] = utc_now
+) -> ConsoleApp:
+    """Build the console over `api` (a BotApi, or a fake in tests); `owns_api` closes it on exit; `clock` says
+    what time it is (tests fix it)."""
+    return ConsoleApp(api, refresh_scale=refresh_scale, owns_api=owns_api, clock=clock)

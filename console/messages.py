@@ -8,7 +8,7 @@ only the newest one is handled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from textual.message import Message
@@ -19,9 +19,10 @@ from bot import contracts
 
 @dataclass
 class AnnouncementsLoaded(Message):
-    """A fresh page of announcements arrived."""
+    """A fresh page of announcements arrived (asked for with `cursor`: an answer for another page is stale)."""
 
     page: contracts.Page[contracts.Announcement]
+    cursor: str | None = None
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, AnnouncementsLoaded)
@@ -29,10 +30,17 @@ class AnnouncementsLoaded(Message):
 
 @dataclass
 class AnnouncementLoaded(Message):
-    """One announcement and a page of its deliveries arrived."""
+    """One announcement, a page of its deliveries (asked for with `cursor`) and its timeline arrived.
+
+    `timeline` is None from a server without the timeline endpoint; `names` are the employees its audience
+    names by id, as far as they are known.
+    """
 
     announcement: contracts.Announcement
     deliveries: contracts.Page[contracts.Delivery]
+    cursor: str | None = None
+    timeline: contracts.Timeline | None = None
+    names: dict[int, str] = field(default_factory=dict)
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, AnnouncementLoaded)
@@ -40,9 +48,10 @@ class AnnouncementLoaded(Message):
 
 @dataclass
 class EmployeesLoaded(Message):
-    """A page of employees (with the total matching) arrived."""
+    """A page of employees (with the total matching) arrived, asked for with `cursor`."""
 
     page: contracts.TotalPage[contracts.Employee]
+    cursor: str | None = None
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, EmployeesLoaded)
@@ -50,9 +59,10 @@ class EmployeesLoaded(Message):
 
 @dataclass
 class MessagesLoaded(Message):
-    """A page of inbound messages arrived."""
+    """A page of inbound messages arrived, asked for with `cursor`."""
 
     page: contracts.Page[contracts.InboundMessage]
+    cursor: str | None = None
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, MessagesLoaded)
@@ -60,12 +70,24 @@ class MessagesLoaded(Message):
 
 @dataclass
 class AudienceCounted(Message):
-    """The recipient preview for the compose form."""
+    """The recipient preview for the compose form: how many `audience` reaches."""
 
     count: int
+    audience: contracts.Audience | None = None
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, AudienceCounted)
+
+
+@dataclass
+class EmployeesFound(Message):
+    """The compose form's employee search answered `q` with these employees."""
+
+    q: str
+    employees: list[contracts.Employee]
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, EmployeesFound)
 
 
 @dataclass

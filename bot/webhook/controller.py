@@ -14,7 +14,13 @@ from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.params import HeaderParameter, QueryParameter
 from sqlalchemy.exc import DBAPIError
 
-from bot.errors import BadRequestError, PayloadTooLargeError, UnauthorizedError
+from bot.errors import (
+    BadRequestError,
+    PayloadTooLargeError,
+    ProblemOperation,
+    UnauthorizedError,
+    problems,
+)
 from bot.state import AppState
 from bot.webhook import service
 from bot.webhook.payloads import Envelope, decode_envelope
@@ -67,7 +73,17 @@ class WebhookController(Controller):
     path = "/webhooks/whatsapp"
     tags = ["Webhook"]  # noqa: RUF012
 
-    @get("/", media_type=MediaType.TEXT, security=[], operation_id="VerifyWebhook")
+    @get(
+        "/",
+        media_type=MediaType.TEXT,
+        # Meta calls it without a bearer token. `[{}]`, one requirement that asks for nothing: an empty list would
+        # leave the document-wide bearer one in force.
+        security=[{}],
+        operation_id="VerifyWebhook",
+        summary="Meta's subscription handshake: answers `hub.challenge` when the verify token matches",
+        responses=problems((403, "`hub.mode` is not `subscribe`, or `hub.verify_token` is not WHATSAPP_VERIFY_TOKEN")),
+        operation_class=ProblemOperation,
+    )
     async def handshake(
         self,
         state: AppState,
@@ -78,10 +94,27 @@ class WebhookController(Controller):
         expected = state.settings.whatsapp_verify_token.encode()
         given = (token or "").encode("utf-8", "surrogateescape")
         if mode != "subscribe" or not expected or not hmac.compare_digest(given, expected):
-            return Response("forbidden", status_code=403, media_type=MediaType.TEXT)
+            raise ForbiddenError("hub.mode must be subscribe and hub.verify_token the server's WHATSAPP_VERIFY_TOKEN")
         return Response(challenge or "", status_code=200, media_type=MediaType.TEXT)
 
-    @post("/", status_code=200, security=[], operation_id="ReceiveWebhook")
+    @post(
+        "/",
+        status_code=200,
+        # An empty 200 is all Meta reads; the JSON default would answer the body `null`.
+        media_type=MediaType.TEXT,
+        security=[{}],  # signed instead (see VerifyWebhook)
+        operation_id="ReceiveWebhook",
+        summary="Meta's signed event notifications: delivery statuses and employees' messages",
+        description="Stored before the 200; Meta retries anything else. Signed with X-Hub-Signature-256 (HMAC-SHA256 "
+        "of the exact body with WHATSAPP_APP_SECRET).",
+        responses=problems(
+            (400, "The body is not a WhatsApp webhook JSON object"),
+            (401, "X-Hub-Signature-256 is missing"),
+            (403, "X-Hub-Signature-256 does not match the body"),
+            (413, "The body is over 4 MiB"),
+        ),
+        operation_class=ProblemOperation,
+    )
     async def receive(
         self,
         request: Request[Any, Any, Any],

@@ -1,23 +1,36 @@
-"""The announcements list: newest first, live progress, status filter; Enter opens one."""
+"""The announcements list: newest first, live progress, status filter, pages; Enter opens one."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from textual import getters, on, work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, Label, Select, Static
+from textual.widgets import DataTable, Footer, Label, Select, Static
 
 from bot import contracts
 from console.messages import AnnouncementSelected, AnnouncementsLoaded, CancelRequested
+from console.paging import Pager
 from console.screens.base import RefreshingScreen, Session
 from console.widgets import ConnectionIndicator, SenderIndicator, delivery_bar
+from console.widgets.header import ConsoleHeader
 from console.widgets.progress import acknowledged_pct
+from console.widgets.table import Column, FittedTable
 
 STATUS_OPTIONS = [(s, s) for s in contracts.ANNOUNCEMENT_STATUSES]
 PREVIEW_CHARS = 30
-# Widths of the other columns plus cell padding: what the message preview cannot use.
-FIXED_COLUMNS = 4 + 16 + 11 + 12 + 4 + 5 + 2 * 7 + 2
+# At 80 columns the fixed ones leave the message its minimum; wider terminals give the message the rest.
+COLUMNS = (
+    Column("id", "#", 4),
+    Column("send_time", "send time", 16, drop=1),
+    Column("status", "status", 11),
+    Column("message", "message", flex=True, min_width=12),
+    Column("progress", "progress", 12),
+    Column("ack", "ack", 4),
+    Column("total", "total", 5),
+)
 
 
 def preview(message: str, width: int = PREVIEW_CHARS) -> str:
@@ -34,36 +47,37 @@ class AnnouncementsScreen(RefreshingScreen):
         Binding("enter", "open", "Open", show=True),
         Binding("c", "cancel", "Cancel"),
         Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("r", "reload", "Refresh"),
+        # Not in the footer (no room at 80 columns; the list refreshes itself): in the command palette.
+        Binding("r", "reload", "Refresh", show=False),
+        Binding("right_square_bracket", "next_page", "Next page", show=False, key_display="]"),
+        Binding("left_square_bracket", "previous_page", "Previous page", show=False, key_display="["),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        # The operator is on the list already: 'a' stays a key that works, without a footer hint.
+        Binding("a", "app.announcements", "Announcements", show=False),
     ]
 
-    table = getters.query_one("#announcements", DataTable)
+    table = getters.query_one("#announcements", FittedTable)
     status_select = getters.query_one("#status-filter", Select)
     empty_label = getters.query_one("#announcements-empty", Label)
+    position_label = getters.query_one("#announcements-position", Label)
 
     def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.announcements: list[contracts.Announcement] = []
+        self.pager = Pager()
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield ConsoleHeader()
         yield SenderIndicator()
         with Horizontal(classes="toolbar"):
             yield Label("Announcements", classes="screen-title")
             yield Select(STATUS_OPTIONS, prompt="all statuses", id="status-filter", allow_blank=True)
             yield Static(classes="spacer")
             yield ConnectionIndicator()
-        table: DataTable[object] = DataTable(id="announcements", cursor_type="row", zebra_stripes=True)
-        table.add_column("#", key="id", width=4)
-        table.add_column("send time", key="send_time", width=16)
-        table.add_column("status", key="status", width=11)
-        table.add_column("message", key="message")  # sized to the terminal, see _preview_width
-        table.add_column("progress", key="progress", width=12)
-        table.add_column("ack", key="ack", width=4)
-        table.add_column("total", key="total", width=5)
-        yield table
+        yield FittedTable(COLUMNS, id="announcements")
         yield Label("", id="announcements-empty", classes="empty")
-        yield Footer()
+        yield Label("", id="announcements-position", classes="position")
+        yield Footer(compact=True)
 
     @property
     def status_filter(self) -> str | None:
@@ -71,40 +85,57 @@ class AnnouncementsScreen(RefreshingScreen):
         return value if isinstance(value, str) else None
 
     def reload(self) -> None:
-        self.load(self.status_filter)
+        self.load(self.status_filter, self.pager.cursor)
 
     @work(exclusive=True, group="announcements", exit_on_error=False)
-    async def load(self, status: str | None) -> None:
-        """Fetch the newest announcements (with the status filter) and post them."""
-        page = await self.api.list_announcements(status=status, limit=100)
-        self.post_message(AnnouncementsLoaded(page))
+    async def load(self, status: str | None, cursor: str | None) -> None:
+        """Fetch the page of announcements the operator is on (with the status filter) and post it."""
+        page = await self.api.list_announcements(status=status, cursor=cursor, limit=self.pager.size)
+        self.post_message(AnnouncementsLoaded(page, cursor))
 
     @on(AnnouncementsLoaded)
     def _show(self, event: AnnouncementsLoaded) -> None:
-        table = self.table
-        # Keep the operator's cursor on the same announcement across refreshes.
-        selected = self.selected_id
+        if event.cursor != self.pager.cursor:
+            return  # an answer for the page the operator just left
         items = sorted(event.page.items, key=lambda a: (a.created_at, a.id), reverse=True)
         self.announcements = items
-        table.clear()
-        for a in items:
-            table.add_row(
-                str(a.id),
-                self.local(a.send_time),
-                a.status,
-                preview(a.message, max(12, self.size.width - FIXED_COLUMNS)),
-                delivery_bar(a.counts),
-                acknowledged_pct(a.counts),
-                str(a.counts.total),
-                key=str(a.id),
-            )
-        if selected is not None and str(selected) in table.rows:
-            table.move_cursor(row=table.get_row_index(str(selected)))
-        self.empty_label.update("" if items else "No announcements yet. Press n to write one.")
+        self.pager.loaded(len(items), event.page.next_cursor)
+        self.table.show(
+            [
+                (
+                    str(a.id),
+                    {
+                        "id": str(a.id),
+                        "send_time": self.local(a.send_time),
+                        "status": a.status,
+                        "message": a.message,
+                        "progress": delivery_bar(a.counts),
+                        "ack": acknowledged_pct(a.counts),
+                        "total": str(a.counts.total),
+                    },
+                )
+                for a in items
+            ]
+        )
+        self.empty_label.update(self.empty_text())
         self.empty_label.display = not items
+        self.position_label.update(self.pager.describe())
+
+    def empty_text(self) -> str:
+        """Why the list is empty, and what to do about it."""
+        if self.status_filter is not None:
+            return (
+                f"No announcement is {self.status_filter}. Press esc to clear the filter and see every "
+                "announcement, or / to choose another status."
+            )
+        if self.pager.page > 0:
+            return "No more announcements. Press [ for the previous page."
+        return "No announcements yet. Press n to write one."
 
     @on(Select.Changed, "#status-filter")
     def _filter_changed(self) -> None:
+        # The cursors kept belong to the list under the old filter.
+        self.pager.reset()
         self.reload()
 
     @property
@@ -136,6 +167,30 @@ class AnnouncementsScreen(RefreshingScreen):
         """Focus the status filter."""
         self.status_select.focus()
 
+    def action_clear_filter(self) -> None:
+        """Show every status again."""
+        if self.status_filter is not None:
+            self.status_select.clear()
+            self.table.focus()
+
     def action_reload(self) -> None:
         """Reload now."""
         self.reload()
+
+    def action_next_page(self) -> None:
+        """The next (older) page of announcements."""
+        if self.pager.forward():
+            self.reload()
+        else:
+            self.notify("This is the last page.", timeout=3)
+
+    def action_previous_page(self) -> None:
+        """The previous (newer) page."""
+        if self.pager.back():
+            self.reload()
+
+    def commands(self) -> Iterable[SystemCommand]:
+        yield SystemCommand("Next page", "Older announcements (])", self.action_next_page)
+        yield SystemCommand("Previous page", "Newer announcements ([)", self.action_previous_page)
+        yield SystemCommand("Cancel announcement", "Cancel the selected announcement (c)", self.action_cancel)
+        yield SystemCommand("Filter by status", "Show one status only (/; esc clears)", self.action_filter)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 from textual import on
+from textual.app import SystemCommand
 from textual.screen import Screen, ScreenResultType
 from textual.worker import Worker, WorkerState
 
 from console.api import Api
+from console.clock import utc_now
 from console.messages import WorkerFinished
 
 
@@ -24,6 +27,8 @@ class Session:
     timezone: str = "UTC"
     # Tests shrink every screen's refresh period with this; 1.0 is the real cadence (~2 s for lists).
     refresh_scale: float = 1.0
+    # What time it is (UTC): the header's clock, "is this send time in the past?". Tests fix it.
+    clock: Callable[[], datetime] = utc_now
 
 
 class ApiScreen(Screen[ScreenResultType]):
@@ -36,6 +41,10 @@ class ApiScreen(Screen[ScreenResultType]):
     @property
     def api(self) -> Api:
         return self.session.api
+
+    def now(self) -> datetime:
+        """What time it is (UTC), from the session's clock."""
+        return self.session.clock()
 
     def local(self, when: datetime | None) -> str:
         """`when` in the employer's timezone, minute precision; '—' for no time."""
@@ -75,3 +84,7 @@ class RefreshingScreen(ApiScreen[None]):
 
     def reload(self) -> None:
         """Start loading this screen's data (a worker); subclasses override."""
+
+    def commands(self) -> Iterable[SystemCommand]:
+        """This screen's entries for the command palette (its keys, some of which the footer has no room for)."""
+        return ()

@@ -1,4 +1,7 @@
-"""The compose modal: write an announcement, pick its audience and send time, see who it reaches, submit once."""
+"""The compose modal: write an announcement, pick its audience and send time, see who it reaches, submit once.
+
+Sending to everyone, or at a time already past (which the API takes as "now"), is asked about first.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +14,21 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, RadioButton, RadioSet, SelectionList, TextArea
+from textual.widgets import Button, Input, Label, OptionList, RadioButton, RadioSet, SelectionList, Static, TextArea
+from textual.widgets.option_list import Option
 
 from bot import contracts
-from console.api import ApiError, count_audience
-from console.messages import AudienceCounted
+from console.api import ApiError, ApiUnreachable, count_audience
+from console.clock import zone_label
+from console.messages import AudienceCounted, EmployeesFound
 from console.screens.base import ApiScreen, Session
+from console.screens.confirm import ConfirmScreen
+from console.widgets import ConnectionIndicator
 
 TIME_FORMAT = "%Y-%m-%d %H:%M"
 ERROR_TARGETS = ("message", "send_time", "audience")
+# Employees offered per search: enough to find someone by part of a name, few enough to fit the dialog.
+MATCHES_SHOWN = 8
 
 
 class FormError(Exception):
@@ -43,16 +52,18 @@ def parse_send_time(text: str, timezone: str) -> datetime | None:
     return naive.replace(tzinfo=ZoneInfo(timezone))
 
 
-def parse_ids(text: str) -> list[int]:
-    """'3, 5 8' → [3, 5, 8]."""
-    ids = []
-    for part in text.replace(",", " ").split():
-        if not part.isdigit():
-            raise FormError("audience", f"employee ids are numbers, not {part!r}")
-        ids.append(int(part))
-    if not ids:
-        raise FormError("audience", "enter at least one employee id")
-    return ids
+def highlight_first(options: OptionList) -> None:
+    """Highlight the first option if none is: Textual leaves a filled list without one, so Space and Enter would
+    do nothing until an arrow key is pressed."""
+    if options.option_count and options.highlighted is None:
+        options.highlighted = 0
+
+
+def employee_option(e: contracts.Employee, chosen: bool) -> Option:
+    tags = f" · {', '.join(e.tags)}" if e.tags else ""
+    mark = "✓ " if chosen else "+ "
+    opted_out = " · opted out" if e.opted_out else ""
+    return Option(f"{mark}{e.name} · {e.phone}{tags}{opted_out}", id=str(e.id))
 
 
 def error_target(field: str) -> str:
@@ -78,7 +89,10 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
     message_count = getters.query_one("#message-count", Label)
     audience_radio = getters.query_one("#audience-kind", RadioSet)
     tag_list = getters.query_one("#tags", SelectionList)
-    ids_input = getters.query_one("#employee-ids", Input)
+    people = getters.query_one("#people", Vertical)
+    people_search = getters.query_one("#people-search", Input)
+    people_matches = getters.query_one("#people-matches", OptionList)
+    people_chosen = getters.query_one("#people-chosen", OptionList)
     send_time_input = getters.query_one("#send-time", Input)
     recipients_label = getters.query_one("#recipients", Label)
     submit_button = getters.query_one("#submit", Button)
@@ -89,16 +103,28 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
         # with the announcement it already created instead of creating a second one.
         self.idempotency_key = str(uuid.uuid4())
         self.submitting = False
+        # Employees picked by name: id → name, in the order picked (ids are what the API is sent).
+        self.chosen: dict[int, str] = {}
+        self.found: list[contracts.Employee] = []
+        # The last recipient count and the audience it is for (None: not counted yet, or the API is down).
+        self.counted: tuple[contracts.Audience, int] | None = None
+        # What the operator already said yes to (audience, send time): a retry after a failure is not asked again.
+        self.confirmed: tuple[contracts.Audience, datetime | None] | None = None
 
     @property
     def timezone(self) -> str:
         return self.session.timezone
 
     def compose(self) -> ComposeResult:
-        # The buttons sit outside the scrolling fields so they stay visible on an 80×24 terminal.
+        # The recipients, the error line and the buttons sit outside the scrolling fields so that they stay on
+        # screen at 80×24: a failed send must be seen, and who it reaches must be seen before sending.
         with Vertical(id="compose-dialog"):
-            with VerticalScroll(id="compose-fields"):
+            with Horizontal(id="compose-head"):
                 yield Label("New announcement", id="compose-title")
+                yield Static(classes="spacer")
+                # The app's own indicator is behind this dialog.
+                yield ConnectionIndicator()
+            with VerticalScroll(id="compose-fields"):
                 yield TextArea(id="message", soft_wrap=True, show_line_numbers=False)
                 with Horizontal(classes="field-foot"):
                     yield Label("", id="message-error", classes="field-error")
@@ -107,22 +133,29 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
                 with RadioSet(id="audience-kind"):
                     yield RadioButton("everyone", id="kind-all", value=True)
                     yield RadioButton("by tag", id="kind-tags")
-                    yield RadioButton("by employee id", id="kind-ids")
+                    yield RadioButton("by name", id="kind-ids")
                 yield SelectionList[str](id="tags")
-                yield Input(placeholder="employee ids, e.g. 3, 5, 8", id="employee-ids")
+                with Vertical(id="people"):
+                    yield Input(
+                        placeholder="type part of a name or phone; enter adds the first match", id="people-search"
+                    )
+                    yield OptionList(id="people-matches")
+                    yield Label("Chosen (enter on one removes it):", id="people-chosen-label")
+                    yield OptionList(id="people-chosen")
                 yield Label("", id="audience-error", classes="field-error")
                 yield Label(f"Send time ({self.timezone})", classes="field-label")
                 yield Input(placeholder="now, or YYYY-MM-DD HH:MM", id="send-time")
                 yield Label("", id="send_time-error", classes="field-error")
+            with Vertical(id="compose-bottom"):
                 yield Label("Recipients: …", id="recipients")
                 yield Label("", id="general-error", classes="field-error")
-            with Horizontal(id="compose-buttons"):
-                yield Button("Send (ctrl+s)", variant="success", id="submit")
-                yield Button("Close (esc)", id="close")
+                with Horizontal(id="compose-buttons"):
+                    yield Button("Send (ctrl+s)", variant="success", id="submit")
+                    yield Button("Close (esc)", id="close")
 
     def on_mount(self) -> None:
         self.tag_list.display = False
-        self.ids_input.display = False
+        self.people.display = False
         self.message_area.focus()
         self.load_tags()
         self._audience_changed()
@@ -143,7 +176,9 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
                 raise FormError("audience", "pick at least one tag")
             return contracts.Audience(tags=tags)
         if kind == "ids":
-            return contracts.Audience(employee_ids=parse_ids(self.ids_input.value))
+            if not self.chosen:
+                raise FormError("audience", "find and add at least one employee")
+            return contracts.Audience(employee_ids=list(self.chosen))
         return contracts.Audience(all=True)
 
     def error_label(self, target: str) -> Label:
@@ -163,14 +198,14 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
 
     @on(RadioSet.Changed, "#audience-kind")
     @on(SelectionList.SelectedChanged, "#tags")
-    @on(Input.Changed, "#employee-ids")
     def _audience_changed(self) -> None:
         kind = self.audience_kind
         self.tag_list.display = kind == "tags"
-        self.ids_input.display = kind == "ids"
+        self.people.display = kind == "ids"
         try:
             audience = self.read_audience()
         except FormError as exc:
+            self.counted = None
             self.recipients_label.update(f"Recipients: — ({exc.message})")
             return
         self.count_recipients(audience)
@@ -178,12 +213,26 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
     @work(exclusive=True, group="compose-audience", exit_on_error=False)
     async def count_recipients(self, audience: contracts.Audience) -> None:
         """Preview how many employees the audience reaches."""
-        self.post_message(AudienceCounted(await count_audience(self.api, audience)))
+        try:
+            count = await count_audience(self.api, audience)
+        except ApiUnreachable:
+            self.recipients_label.update("Recipients: not counted (the API is unreachable)")
+            raise
+        self.post_message(AudienceCounted(count, audience))
 
     @on(AudienceCounted)
     def _show_count(self, event: AudienceCounted) -> None:
+        if event.audience is not None:
+            self.counted = (event.audience, event.count)
         noun = "employee" if event.count == 1 else "employees"
-        self.recipients_label.update(f"Recipients: {event.count} {noun} (opted-out excluded)")
+        everyone = "everyone: " if event.audience is not None and event.audience.all else ""
+        self.recipients_label.update(f"Recipients: {everyone}{event.count:,} {noun} (opted-out excluded)")
+
+    def audience_size(self, audience: contracts.Audience) -> int | None:
+        """The last count of exactly this audience, if there is one."""
+        if self.counted is not None and self.counted[0] == audience:
+            return self.counted[1]
+        return None
 
     @work(exclusive=True, group="compose-tags", exit_on_error=False)
     async def load_tags(self) -> None:
@@ -191,12 +240,82 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
         page = await self.api.list_employees(limit=500)
         tags = sorted({tag for e in page.items for tag in e.tags})
         self.tag_list.add_options([(t, t) for t in tags])
+        highlight_first(self.tag_list)
+
+    # --- employees by name --------------------------------------------------------------------------------
+
+    @on(Input.Changed, "#people-search")
+    def _search_people(self, event: Input.Changed) -> None:
+        q = event.value.strip()
+        if q:
+            self.find_people(q)
+        else:
+            self.found = []
+            self.people_matches.clear_options()
+
+    @work(exclusive=True, group="compose-search", exit_on_error=False)
+    async def find_people(self, q: str) -> None:
+        """Search-as-you-type: the employees whose name or phone matches `q` (GET /employees?q=)."""
+        page = await self.api.list_employees(q=q, limit=MATCHES_SHOWN)
+        self.post_message(EmployeesFound(q, page.items))
+
+    @on(EmployeesFound)
+    def _found(self, event: EmployeesFound) -> None:
+        if event.q != self.people_search.value.strip():
+            return  # the operator typed on since
+        self.found = event.employees
+        self._draw_matches()
+
+    def _draw_matches(self) -> None:
+        matches = self.people_matches
+        highlighted = matches.highlighted
+        matches.set_options([employee_option(e, e.id in self.chosen) for e in self.found])
+        if highlighted is not None and matches.option_count:
+            matches.highlighted = min(highlighted, matches.option_count - 1)
+        highlight_first(matches)
+
+    def _draw_chosen(self) -> None:
+        chosen = self.people_chosen
+        highlighted = chosen.highlighted
+        chosen.set_options([Option(f"− {name}", id=str(i)) for i, name in self.chosen.items()])
+        if highlighted is not None and chosen.option_count:
+            chosen.highlighted = min(highlighted, chosen.option_count - 1)
+        highlight_first(chosen)
+        self._draw_matches()
+        self._audience_changed()
+
+    def choose(self, employee: contracts.Employee) -> None:
+        """Add an employee to the audience (or remove one already in it: the match list toggles)."""
+        if employee.id in self.chosen:
+            del self.chosen[employee.id]
+        else:
+            self.chosen[employee.id] = employee.name
+        self._draw_chosen()
+
+    @on(Input.Submitted, "#people-search")
+    def _add_first_match(self) -> None:
+        matches = self.people_matches
+        if self.found:
+            index = matches.highlighted if matches.highlighted is not None else 0
+            self.choose(self.found[index])
+
+    @on(OptionList.OptionSelected, "#people-matches")
+    def _match_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.choose(self.found[event.option_index])
+
+    @on(OptionList.OptionSelected, "#people-chosen")
+    def _chosen_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        if event.option.id is not None:
+            self.chosen.pop(int(event.option.id), None)
+            self._draw_chosen()
 
     # --- submit ---------------------------------------------------------------------------------------
 
     @on(Button.Pressed, "#submit")
     def action_submit(self) -> None:
-        """Validate, then create the announcement (at most one request in flight)."""
+        """Validate, ask when it goes to everyone or at a past time, then create it (one request in flight)."""
         if self.submitting:
             return
         errors: dict[str, str] = {}
@@ -216,19 +335,63 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
         except FormError as exc:
             errors[exc.field] = exc.message
         self.show_errors(errors)
-        if errors:
+        if errors or audience is None:
             return
+        question = self.confirmation(audience, send_time)
+        if question is None or self.confirmed == (audience, send_time):
+            self.send(message, send_time, audience)
+            return
+        title, consequence = question
+
+        def answered(yes: bool | None) -> None:
+            if yes and audience is not None:
+                self.confirmed = (audience, send_time)
+                self.send(message, send_time, audience)
+            elif send_time is not None and send_time <= self.now():
+                self.send_time_input.focus()
+
+        self.app.push_screen(ConfirmScreen(title, consequence, "Send"), answered)
+
+    def confirmation(self, audience: contracts.Audience, send_time: datetime | None) -> tuple[str, str] | None:
+        """(title, consequence) to ask before sending, or None when nothing needs a second look."""
+        past = send_time is not None and send_time <= self.now()
+        if not past and not audience.all:
+            return None
+        size = self.audience_size(audience)
+        if audience.all:
+            who = f"everyone: {size:,} employee{'s' if size != 1 else ''}" if size is not None else "every employee"
+        else:
+            who = f"{size:,} employee{'s' if size != 1 else ''}" if size is not None else "the chosen audience"
+        if past and send_time is not None:
+            return (
+                "The send time is in the past",
+                f"{self.wall_clock(send_time)} has passed (a mistyped date?), so this would go out at once, to "
+                f"{who}. Send it now?",
+            )
+        when = "now" if send_time is None else f"at {self.wall_clock(send_time)}"
+        return "Send to everyone?", f"This goes to {who} (opted-out excluded), {when}."
+
+    def wall_clock(self, when: datetime) -> str:
+        """'2026-12-01 09:00 SAST': as the operator typed it, with the zone."""
+        return f"{when.astimezone(ZoneInfo(self.timezone)):{TIME_FORMAT}} {zone_label(self.timezone, when)}"
+
+    def send(self, message: str, send_time: datetime | None, audience: contracts.Audience) -> None:
         self.submitting = True
         self.submit_button.disabled = True
+        self.error_label("general").update("Sending…")
         self.submit(message, send_time, audience)
 
     @work(exclusive=True, group="compose-submit", exit_on_error=False)
     async def submit(self, message: str, send_time: datetime | None, audience: contracts.Audience | None) -> None:
-        """POST the announcement with this compose's Idempotency-Key."""
+        """POST the announcement with this compose's Idempotency-Key; say here, in the dialog, if it failed."""
         try:
             created = await self.api.create_announcement(
                 message, send_time=send_time, audience=audience, idempotency_key=self.idempotency_key
             )
+        except ApiUnreachable as exc:
+            # Same key on the retry: if the server did store it before the answer was lost, it is not made twice.
+            self.show_errors({"general": f"Not sent: {exc}. Your text is kept; try again (ctrl+s)."})
+            raise
         except ApiError as exc:
             if exc.status == 422 and exc.field_errors:
                 errors: dict[str, str] = {}
@@ -236,6 +399,7 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
                     errors.setdefault(error_target(field), text)
                 self.show_errors(errors)
                 return
+            self.show_errors({"general": f"Not sent: {exc.title} ({exc.status}): {exc.detail}"})
             raise
         finally:
             self.submitting = False

@@ -1,22 +1,45 @@
-"""One announcement: its counts, its deliveries (filter, search), who has not acknowledged; cancel, resend."""
+"""One announcement: its audience, funnel and timeline, its deliveries (filter, search, pages); cancel, resend."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import timedelta
+
 from textual import getters, on, work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Static
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Input, Label, Select, Static
 
 from bot import contracts
+from console.api import ApiError
 from console.messages import AnnouncementLoaded, CancelRequested, ResendUnknownRequested
+from console.paging import Pager
 from console.screens.base import RefreshingScreen, Session
-from console.widgets import ConnectionIndicator, SenderIndicator, delivery_bar
+from console.widgets import ConnectionIndicator, SenderIndicator
+from console.widgets.funnel import Funnel, TimelineView
+from console.widgets.header import ConsoleHeader
 from console.widgets.progress import acknowledged_pct
+from console.widgets.table import Column, FittedTable
 
 UNACKNOWLEDGED = "not acknowledged"
 FILTER_OPTIONS = [(s, s) for s in contracts.DELIVERY_STATUSES] + [(UNACKNOWLEDGED, UNACKNOWLEDGED)]
 COUNT_FIELDS = ("pending", "sending", "sent", "delivered", "read", "failed", "unknown", "cancelled", "skipped")
+# The error comes before the times: on a narrow terminal it is what the operator needs to see, so the phone
+# (masked anyway) and the attempts are what a narrow terminal leaves out.
+COLUMNS = (
+    Column("name", "employee", 20, flex=True, min_width=12),
+    Column("phone", "phone", 13, drop=2),
+    Column("status", "status", 9),
+    Column("error", "error", flex=True, min_width=14),
+    Column("attempts", "try", 3, drop=1),
+    Column("sent_at", "sent", 11),
+    Column("ack", "ack", 11),
+)
+# Older than this, the timeline is asked for by the hour: by the minute it would be a long, mostly flat line.
+MINUTES_UNTIL = timedelta(hours=3)
+# Named employees of an audience shown by name (each is one GET /employees/{id}, asked once per screen).
+NAMES_SHOWN = 5
 
 
 def counts_line(counts: contracts.Counts) -> str:
@@ -27,6 +50,31 @@ def counts_line(counts: contracts.Counts) -> str:
     return " · ".join(parts)
 
 
+def audience_text(audience: contracts.Audience, names: dict[int, str]) -> str:
+    """Who the announcement is for, in words: everyone, employees with these tags, or these employees by name."""
+    if audience.employee_ids is not None:
+        ids = audience.employee_ids
+        shown = ", ".join(names.get(i, f"#{i}") for i in ids[:NAMES_SHOWN])
+        more = f" and {len(ids) - NAMES_SHOWN} more" if len(ids) > NAMES_SHOWN else ""
+        return f"To {len(ids)} named employee{'s' if len(ids) != 1 else ''}: {shown}{more}"
+    if audience.tags is not None:
+        return f"To employees tagged {', '.join(audience.tags)}"
+    return "To everyone (every active employee who has not opted out)"
+
+
+def matching_total(
+    counts: contracts.Counts, status: str | None, acknowledged: bool | None, q: str | None
+) -> int | None:
+    """How many deliveries the filters match, from the counts; None when a search makes that unknown."""
+    if q:
+        return None
+    if acknowledged is False:
+        return counts.total - counts.acknowledged
+    if status:
+        return int(getattr(counts, status))
+    return counts.total
+
+
 class AnnouncementScreen(RefreshingScreen):
     """Deliveries of one announcement, refreshed live."""
 
@@ -34,27 +82,39 @@ class AnnouncementScreen(RefreshingScreen):
     BINDINGS = [  # noqa: RUF012
         Binding("escape", "back", "Back"),
         Binding("c", "cancel", "Cancel"),
-        Binding("u", "resend_unknown", "Resend unknown"),
+        Binding("u", "resend_unknown", "Resend", tooltip="Resend the deliveries whose outcome is unknown"),
         Binding("slash", "search", "Search", key_display="/"),
-        Binding("f", "filter", "Filter"),
-        Binding("r", "reload", "Refresh"),
+        # Not in the footer (no room at 80 columns): in the command palette, and the filter is on screen.
+        Binding("f", "filter", "Filter", show=False),
+        Binding("r", "reload", "Refresh", show=False),
+        Binding("right_square_bracket", "next_page", "Next page", show=False, key_display="]"),
+        Binding("left_square_bracket", "previous_page", "Previous page", show=False, key_display="["),
+        # The list is one step back; esc says so in the footer.
+        Binding("a", "app.announcements", "Announcements", show=False),
     ]
 
     status_label = getters.query_one("#detail-status", Label)
     message_text = getters.query_one("#detail-message", Static)
-    counts_bar = getters.query_one("#detail-bar", Static)
+    audience_label = getters.query_one("#detail-audience", Label)
+    funnel = getters.query_one("#funnel", Funnel)
+    timeline_view = getters.query_one("#timeline", TimelineView)
     counts_text = getters.query_one("#detail-counts", Static)
     filter_select = getters.query_one("#delivery-filter", Select)
     search_input = getters.query_one("#delivery-search", Input)
-    table = getters.query_one("#deliveries", DataTable)
+    table = getters.query_one("#deliveries", FittedTable)
+    empty_label = getters.query_one("#deliveries-empty", Label)
+    position_label = getters.query_one("#deliveries-position", Label)
 
     def __init__(self, session: Session, announcement_id: int) -> None:
         super().__init__(session)
         self.announcement_id = announcement_id
         self.announcement: contracts.Announcement | None = None
+        self.pager = Pager()
+        # Names of the employees the audience names by id, each asked for once per screen.
+        self.names: dict[int, str] = {}
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield ConsoleHeader()
         yield SenderIndicator()
         with Horizontal(classes="toolbar"):
             yield Label(f"Announcement #{self.announcement_id}", classes="screen-title")
@@ -62,23 +122,19 @@ class AnnouncementScreen(RefreshingScreen):
             yield Static(classes="spacer")
             yield ConnectionIndicator()
         yield Static("", id="detail-message")
-        with Horizontal(id="detail-counts-row"):
-            yield Static("", id="detail-bar")
-            yield Static("loading…", id="detail-counts")
+        yield Label("", id="detail-audience")
+        with Horizontal(id="detail-stats"):
+            yield Funnel(id="funnel")
+            with Vertical(id="detail-side"):
+                yield Static("loading…", id="detail-counts")
+                yield TimelineView(id="timeline")
         with Horizontal(classes="toolbar"):
             yield Select(FILTER_OPTIONS, prompt="all deliveries", id="delivery-filter", allow_blank=True)
             yield Input(placeholder="search name or phone (/)", id="delivery-search")
-        table: DataTable[object] = DataTable(id="deliveries", cursor_type="row", zebra_stripes=True)
-        table.add_column("employee", key="name", width=16)
-        table.add_column("phone", key="phone", width=13)
-        table.add_column("status", key="status", width=9)
-        # The error comes before the times: on a narrow terminal it is what the operator needs to see.
-        table.add_column("error", key="error", width=24)
-        table.add_column("try", key="attempts", width=3)
-        table.add_column("sent", key="sent_at", width=11)
-        table.add_column("ack", key="ack", width=11)
-        yield table
-        yield Footer()
+        yield FittedTable(COLUMNS, id="deliveries")
+        yield Label("", id="deliveries-empty", classes="empty")
+        yield Label("", id="deliveries-position", classes="position")
+        yield Footer(compact=True)
 
     def _filters(self) -> tuple[str | None, bool | None, str | None]:
         value = self.filter_select.value
@@ -89,49 +145,98 @@ class AnnouncementScreen(RefreshingScreen):
 
     def reload(self) -> None:
         status, acknowledged, q = self._filters()
-        self.load(status, acknowledged, q)
+        self.load(status, acknowledged, q, self.pager.cursor)
 
     @work(exclusive=True, group="announcement", exit_on_error=False)
-    async def load(self, status: str | None, acknowledged: bool | None, q: str | None) -> None:
-        """Fetch the announcement and its (filtered) deliveries."""
+    async def load(self, status: str | None, acknowledged: bool | None, q: str | None, cursor: str | None) -> None:
+        """Fetch the announcement, the page of its (filtered) deliveries the operator is on, its timeline, and the
+        names of the employees its audience names."""
         announcement = await self.api.get_announcement(self.announcement_id)
         deliveries = await self.api.list_deliveries(
-            self.announcement_id, status=status, acknowledged=acknowledged, q=q, limit=500
+            self.announcement_id, status=status, acknowledged=acknowledged, q=q, cursor=cursor, limit=self.pager.size
         )
-        self.post_message(AnnouncementLoaded(announcement, deliveries))
+        bucket = "minute" if self.now() - announcement.send_time <= MINUTES_UNTIL else "hour"
+        timeline: contracts.Timeline | None = None
+        try:
+            timeline = await self.api.timeline(self.announcement_id, bucket=bucket)
+        except ApiError as exc:
+            # The announcement was just found, so a 404 here is a server older than the timeline endpoint.
+            if exc.status != 404:
+                raise
+        await self._learn_names(announcement.audience)
+        self.post_message(AnnouncementLoaded(announcement, deliveries, cursor, timeline, dict(self.names)))
+
+    async def _learn_names(self, audience: contracts.Audience) -> None:
+        for employee_id in (audience.employee_ids or [])[:NAMES_SHOWN]:
+            if employee_id in self.names:
+                continue
+            try:
+                self.names[employee_id] = (await self.api.get_employee(employee_id)).name
+            except ApiError as exc:
+                if exc.status != 404:
+                    raise
+                self.names[employee_id] = f"#{employee_id} (not found)"
 
     @on(AnnouncementLoaded)
     def _show(self, event: AnnouncementLoaded) -> None:
+        if event.cursor != self.pager.cursor:
+            return  # an answer for the page the operator just left
         a = self.announcement = event.announcement
         self.status_label.update(f"{a.status} · send {self.local(a.send_time)}")
         self.message_text.update(a.message)
-        self.counts_bar.update(delivery_bar(a.counts, width=20))
+        self.audience_label.update(audience_text(a.audience, event.names))
+        self.funnel.counts = a.counts
         self.counts_text.update(counts_line(a.counts))
-        table = self.table
-        cursor = table.cursor_row
-        table.clear()
-        for d in event.deliveries.items:
+        self.timeline_view.show(event.timeline, self.session.timezone)
+        items = event.deliveries.items
+        self.pager.loaded(len(items), event.deliveries.next_cursor)
+        rows = []
+        for d in items:
             error = ""
             if d.error is not None:
                 error = f"{d.error.code or ''} {d.error.title or ''}".strip()
             elif d.skip_reason:
                 error = d.skip_reason
-            table.add_row(
-                d.employee_name,
-                d.phone,
-                d.status,
-                error,
-                str(d.attempts),
-                self.local_short(d.sent_at),
-                self.local_short(d.acknowledged_at),
-                key=str(d.id),
+            rows.append(
+                (
+                    str(d.id),
+                    {
+                        "name": d.employee_name,
+                        "phone": d.phone,
+                        "status": d.status,
+                        "error": error,
+                        "attempts": str(d.attempts),
+                        "sent_at": self.local_short(d.sent_at),
+                        "ack": self.local_short(d.acknowledged_at),
+                    },
+                )
             )
-        if table.row_count:
-            table.move_cursor(row=min(cursor, table.row_count - 1))
+        self.table.show(rows)
+        status, acknowledged, q = self._filters()
+        self.position_label.update(self.pager.describe(matching_total(a.counts, status, acknowledged, q)))
+        self.empty_label.update(self.empty_text(a))
+        self.empty_label.display = not items
+
+    def empty_text(self, a: contracts.Announcement) -> str:
+        """Why there are no deliveries to show, and what to do about it."""
+        status, acknowledged, q = self._filters()
+        if status or acknowledged is not None or q:
+            what = " · ".join(x for x in (status, UNACKNOWLEDGED if acknowledged is False else None, q) if x)
+            return (
+                f"No delivery matches the filter ({what}). Choose “all deliveries” (f) and empty the search (/) "
+                "to see them all."
+            )
+        if self.pager.page > 0:
+            return "No more deliveries. Press [ for the previous page."
+        if a.status == "scheduled":
+            return f"No deliveries yet: they are made when sending starts ({self.local(a.send_time)})."
+        return "No deliveries."
 
     @on(Select.Changed, "#delivery-filter")
     @on(Input.Changed, "#delivery-search")
     def _filter_changed(self) -> None:
+        # The cursors kept belong to the list under the old filter.
+        self.pager.reset()
         self.reload()
 
     def action_back(self) -> None:
@@ -159,3 +264,25 @@ class AnnouncementScreen(RefreshingScreen):
     def action_reload(self) -> None:
         """Reload now."""
         self.reload()
+
+    def action_next_page(self) -> None:
+        """The next (older) page of deliveries."""
+        if self.pager.forward():
+            self.reload()
+        else:
+            self.notify("This is the last page.", timeout=3)
+
+    def action_previous_page(self) -> None:
+        """The previous page of deliveries."""
+        if self.pager.back():
+            self.reload()
+
+    def commands(self) -> Iterable[SystemCommand]:
+        yield SystemCommand(
+            "Resend unknown", "Resend the deliveries whose outcome is unknown (u)", self.action_resend_unknown
+        )
+        yield SystemCommand("Cancel announcement", "Cancel this announcement (c)", self.action_cancel)
+        yield SystemCommand("Filter deliveries", "By status, or not acknowledged (f)", self.action_filter)
+        yield SystemCommand("Search deliveries", "By name or phone (/)", self.action_search)
+        yield SystemCommand("Next page", "Older deliveries (])", self.action_next_page)
+        yield SystemCommand("Previous page", "Newer deliveries ([)", self.action_previous_page)

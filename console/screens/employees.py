@@ -2,36 +2,59 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rich.text import Text
 from textual import getters, on, work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, Input, Label, Static
+from textual.widgets import Footer, Input, Label, Static
 
 from console.messages import EmployeesLoaded
-from console.screens.base import RefreshingScreen
+from console.paging import Pager
+from console.screens.base import RefreshingScreen, Session
 from console.widgets import ConnectionIndicator, SenderIndicator
+from console.widgets.header import ConsoleHeader
+from console.widgets.table import Column, FittedTable
+
+COLUMNS = (
+    Column("id", "#", 6),
+    Column("name", "name", 28, flex=True, min_width=14),
+    Column("phone", "phone", 14),
+    Column("tags", "tags", flex=True, min_width=8),
+    Column("status", "status", 9),
+)
 
 
 class EmployeesScreen(RefreshingScreen):
-    """The employee directory (first 500 matches) and the total."""
+    """The employee directory, a page at a time, and the total."""
 
     REFRESH_SECONDS = 10.0
     AUTO_FOCUS = "#employees"
     BINDINGS = [  # noqa: RUF012
         Binding("slash", "search", "Search", key_display="/"),
-        Binding("r", "reload", "Refresh"),
+        Binding("r", "reload", "Refresh", show=False),
+        Binding("right_square_bracket", "next_page", "Next page", show=False, key_display="]"),
+        Binding("left_square_bracket", "previous_page", "Previous page", show=False, key_display="["),
         # Operators reach this screen from the announcements list and expect esc to take them back there.
-        Binding("escape", "app.switch_mode('announcements')", "Back", show=False),
+        Binding("escape", "app.announcements", "Back", show=False),
+        # The operator is here already: the key still works, without a footer hint.
+        Binding("e", "app.switch_mode('employees')", "Employees", show=False),
     ]
 
     total_label = getters.query_one("#employees-total", Label)
     search_input = getters.query_one("#employee-search", Input)
-    table = getters.query_one("#employees", DataTable)
+    table = getters.query_one("#employees", FittedTable)
+    empty_label = getters.query_one("#employees-empty", Label)
+    position_label = getters.query_one("#employees-position", Label)
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self.pager = Pager()
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield ConsoleHeader()
         yield SenderIndicator()
         with Horizontal(classes="toolbar"):
             yield Label("Employees", classes="screen-title")
@@ -39,30 +62,26 @@ class EmployeesScreen(RefreshingScreen):
             yield Static(classes="spacer")
             yield ConnectionIndicator()
         yield Input(placeholder="search name or phone (/)", id="employee-search")
-        table: DataTable[object] = DataTable(id="employees", cursor_type="row", zebra_stripes=True)
-        table.add_column("#", key="id", width=4)
-        table.add_column("name", key="name", width=20)
-        table.add_column("phone", key="phone", width=14)
-        table.add_column("tags", key="tags", width=16)
-        table.add_column("status", key="status", width=9)
-        yield table
-        yield Footer()
+        yield FittedTable(COLUMNS, id="employees")
+        yield Label("", id="employees-empty", classes="empty")
+        yield Label("", id="employees-position", classes="position")
+        yield Footer(compact=True)
 
     def reload(self) -> None:
-        self.load(self.search_input.value.strip() or None)
+        self.load(self.search_input.value.strip() or None, self.pager.cursor)
 
     @work(exclusive=True, group="employees", exit_on_error=False)
-    async def load(self, q: str | None) -> None:
-        """Fetch employees matching the search."""
-        page = await self.api.list_employees(q=q, limit=500)
-        self.post_message(EmployeesLoaded(page))
+    async def load(self, q: str | None, cursor: str | None) -> None:
+        """Fetch the page of employees matching the search that the operator is on."""
+        page = await self.api.list_employees(q=q, cursor=cursor, limit=self.pager.size)
+        self.post_message(EmployeesLoaded(page, cursor))
 
     @on(EmployeesLoaded)
     def _show(self, event: EmployeesLoaded) -> None:
-        self.total_label.update(f"{event.page.total} total")
-        table = self.table
-        cursor = table.cursor_row
-        table.clear()
+        if event.cursor != self.pager.cursor:
+            return  # an answer for the page the operator just left
+        self.total_label.update(f"{event.page.total:,} total")
+        rows = []
         for e in event.page.items:
             if e.opted_out:
                 status = Text("opted out", style="bold red")
@@ -70,13 +89,43 @@ class EmployeesScreen(RefreshingScreen):
                 status = Text("inactive", style="grey50")
             else:
                 status = Text("active", style="green")
-            table.add_row(str(e.id), e.name, e.phone, ", ".join(e.tags), status, key=str(e.id))
-        if table.row_count:
-            table.move_cursor(row=min(cursor, table.row_count - 1))
+            cells = {"id": str(e.id), "name": e.name, "phone": e.phone, "tags": ", ".join(e.tags), "status": status}
+            rows.append((str(e.id), cells))
+        self.table.show(rows)
+        self.pager.loaded(len(rows), event.page.next_cursor)
+        self.position_label.update(self.pager.describe(event.page.total))
+        q = self.search_input.value.strip()
+        if rows:
+            self.empty_label.display = False
+        else:
+            self.empty_label.update(
+                f"No employee matches “{q}”. Empty the search (/) to see everyone."
+                if q
+                else "No employees yet: add them with POST /employees or POST /employees/import."
+            )
+            self.empty_label.display = True
 
     @on(Input.Changed, "#employee-search")
     def _search_changed(self) -> None:
+        # The cursors kept belong to the list under the old search.
+        self.pager.reset()
         self.reload()
+
+    def action_next_page(self) -> None:
+        """The next page of employees."""
+        if self.pager.forward():
+            self.reload()
+        else:
+            self.notify("This is the last page.", timeout=3)
+
+    def action_previous_page(self) -> None:
+        """The previous page of employees."""
+        if self.pager.back():
+            self.reload()
+
+    def commands(self) -> Iterable[SystemCommand]:
+        yield SystemCommand("Next page", "More employees (])", self.action_next_page)
+        yield SystemCommand("Previous page", "Back a page ([)", self.action_previous_page)
 
     def action_search(self) -> None:
         """Focus the search box."""

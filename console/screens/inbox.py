@@ -1,75 +1,269 @@
-"""Inbox: what employees wrote back (replies, acknowledgements, STOP/START), newest first."""
+"""Inbox: what employees wrote back, newest first; acknowledgements hidden on request, by employee if wished.
+
+Everything here is done in the console on the page `GET /messages` answered (the API has no such filters).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 from textual import getters, on, work
-from textual.app import ComposeResult
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, Label, Static
+from textual.widgets import Footer, Input, Label, Static
 
+from bot import contracts
 from console.messages import MessagesLoaded
-from console.screens.announcements import preview
-from console.screens.base import RefreshingScreen
+from console.paging import Pager
+from console.screens.base import RefreshingScreen, Session
 from console.widgets import ConnectionIndicator, SenderIndicator
+from console.widgets.header import ConsoleHeader
+from console.widgets.table import Column, FittedTable
+
+COLUMNS = (
+    Column("received", "received", 16),
+    Column("from", "from", 24, flex=True, min_width=12),
+    Column("type", "type", 8, drop=1),
+    Column("text", "text", flex=True, min_width=16),
+    Column("announcement", "re #", 5),
+)
+# Words a reply that only acknowledges is made of ("Got it, thanks", "ok 👍", "Noted", "Dankie").
+ACK_WORDS = frozenset(
+    [
+        "ok",
+        "okay",
+        "k",
+        "kk",
+        "oki",
+        "got",
+        "it",
+        "thanks",
+        "thank",
+        "you",
+        "thx",
+        "ty",
+        "tx",
+        "noted",
+        "received",
+        "understood",
+        "will",
+        "do",
+        "sure",
+        "cool",
+        "great",
+        "perfect",
+        "fine",
+        "ack",
+        "acknowledged",
+        "alright",
+        "all",
+        "right",
+        "cheers",
+        "sharp",
+        "shot",
+        "dankie",
+        "baie",
+        "ngiyabonga",
+        "siyabonga",
+        "enkosi",
+    ]
+)
+ACK_SYMBOLS = frozenset("👍🙏✅👌🙂😊🫡✔☑")
+_WORD = re.compile(r"[^\W\d_]+")
+_PUNCTUATION = re.compile(r"[\s.,!;:'’\-–—()\ufe0f\U0001f3fb-\U0001f3ff]+")
+
+
+def is_acknowledgement(message: contracts.InboundMessage) -> bool:
+    """A quick-reply tap (`button`), or a reply to an announcement that only acknowledges it.
+
+    A question mark, or any word that is not an acknowledgement, makes it a message someone should read.
+    """
+    if message.type == "button":
+        return True
+    if message.announcement_id is None or message.type != "text" or not message.text:
+        return False
+    text = message.text.lower()
+    if "?" in text:
+        return False
+    words = _WORD.findall(text)
+    rest = _PUNCTUATION.sub("", _WORD.sub("", text))
+    return all(w in ACK_WORDS for w in words) and all(c in ACK_SYMBOLS for c in rest) and bool(words or rest)
+
+
+def sender_name(message: contracts.InboundMessage) -> str:
+    return message.employee_name or "(unknown number)"
 
 
 class InboxScreen(RefreshingScreen):
-    """Inbound messages, refreshed every few seconds."""
+    """Inbound messages, refreshed every few seconds; acknowledgements hidden until asked for."""
 
     REFRESH_SECONDS = 5.0
     AUTO_FOCUS = "#inbox"
     BINDINGS = [  # noqa: RUF012
-        Binding("r", "reload", "Refresh"),
+        Binding("h", "toggle_acks", "Acks", tooltip="Hide or show acknowledgements (taps and 'Got it' replies)"),
+        Binding("g", "toggle_group", "Group", tooltip="Group the messages by employee"),
+        Binding("f", "from_filter", "From", tooltip="Only messages from employees whose name has this text"),
+        Binding("r", "reload", "Refresh", show=False),
+        Binding("right_square_bracket", "next_page", "Next page", show=False, key_display="]"),
+        Binding("left_square_bracket", "previous_page", "Previous page", show=False, key_display="["),
         # As on the employees screen: esc goes back to the announcements list.
-        Binding("escape", "app.switch_mode('announcements')", "Back", show=False),
+        Binding("escape", "app.announcements", "Back", show=False),
+        # The operator is here already: the key still works, without a footer hint.
+        Binding("i", "app.switch_mode('inbox')", "Inbox", show=False),
     ]
 
-    table = getters.query_one("#inbox", DataTable)
+    table = getters.query_one("#inbox", FittedTable)
     empty_label = getters.query_one("#inbox-empty", Label)
+    position_label = getters.query_one("#inbox-position", Label)
+    view_label = getters.query_one("#inbox-view", Label)
+    from_input = getters.query_one("#inbox-from", Input)
+
+    def __init__(self, session: Session) -> None:
+        super().__init__(session)
+        self.pager = Pager()
+        # Questions are what the operator comes here for: acknowledgements start hidden.
+        self.hide_acks = True
+        self.grouped = False
+        self.messages: list[contracts.InboundMessage] = []
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield ConsoleHeader()
         yield SenderIndicator()
         with Horizontal(classes="toolbar"):
             yield Label("Inbox", classes="screen-title")
+            yield Label("", id="inbox-view")
             yield Static(classes="spacer")
             yield ConnectionIndicator()
-        table: DataTable[object] = DataTable(id="inbox", cursor_type="row", zebra_stripes=True)
-        table.add_column("received", key="received", width=16)
-        table.add_column("from", key="from", width=18)
-        table.add_column("type", key="type", width=8)
-        table.add_column("text", key="text", width=40)
-        table.add_column("re #", key="announcement", width=5)
-        yield table
+        yield Input(placeholder="from: part of an employee's name (f)", id="inbox-from")
+        yield FittedTable(COLUMNS, id="inbox")
         yield Label("", id="inbox-empty", classes="empty")
-        yield Footer()
+        yield Label("", id="inbox-position", classes="position")
+        yield Footer(compact=True)
 
     def reload(self) -> None:
-        self.load()
+        self.load(self.pager.cursor)
 
     @work(exclusive=True, group="inbox", exit_on_error=False)
-    async def load(self) -> None:
-        """Fetch the newest inbound messages."""
-        page = await self.api.list_messages(limit=200)
-        self.post_message(MessagesLoaded(page))
+    async def load(self, cursor: str | None) -> None:
+        """Fetch the page of inbound messages the operator is on."""
+        page = await self.api.list_messages(cursor=cursor, limit=self.pager.size)
+        self.post_message(MessagesLoaded(page, cursor))
 
     @on(MessagesLoaded)
-    def _show(self, event: MessagesLoaded) -> None:
-        table = self.table
-        table.clear()
-        for m in event.page.items:
-            table.add_row(
-                self.local(m.received_at),
-                m.employee_name or "(unknown number)",
-                m.type,
-                preview(m.text or "", 40),
-                str(m.announcement_id) if m.announcement_id is not None else "",
-                key=str(m.id),
-            )
-        self.empty_label.update("" if event.page.items else "No messages from employees yet.")
-        self.empty_label.display = not event.page.items
+    def _loaded(self, event: MessagesLoaded) -> None:
+        if event.cursor != self.pager.cursor:
+            return  # an answer for the page the operator just left
+        self.messages = list(event.page.items)
+        self.pager.loaded(len(self.messages), event.page.next_cursor)
+        self.redraw()
+
+    def shown_messages(self) -> tuple[list[contracts.InboundMessage], int]:
+        """The messages to show, in order, and how many acknowledgements were hidden."""
+        shown = self.messages
+        hidden = 0
+        if self.hide_acks:
+            shown = [m for m in shown if not is_acknowledgement(m)]
+            hidden = len(self.messages) - len(shown)
+        needle = self.from_input.value.strip().lower()
+        if needle:
+            shown = [m for m in shown if needle in sender_name(m).lower()]
+        if self.grouped:
+            # Each employee's messages together (alphabetically, unknown numbers last), newest first within.
+            newest_first = {m.id: i for i, m in enumerate(shown)}
+            shown = sorted(shown, key=lambda m: (m.employee_name is None, sender_name(m).lower(), newest_first[m.id]))
+        return shown, hidden
+
+    def redraw(self) -> None:
+        """Show the loaded page under the current view (acks hidden or not, grouped or not, from whom)."""
+        shown, hidden = self.shown_messages()
+        per_person: dict[str, int] = {}
+        for m in shown:
+            per_person[sender_name(m)] = per_person.get(sender_name(m), 0) + 1
+        rows = []
+        previous: str | None = None
+        for m in shown:
+            name = sender_name(m)
+            who = name
+            if self.grouped:
+                # The name heads its group with the number of messages; the group's other rows leave it out.
+                who = f"{name} ({per_person[name]})" if name != previous else ""
+                previous = name
+            cells = {
+                "received": self.local(m.received_at),
+                "from": who,
+                "type": m.type,
+                "text": m.text or "",
+                "announcement": str(m.announcement_id) if m.announcement_id is not None else "",
+            }
+            rows.append((str(m.id), cells))
+        self.table.show(rows)
+        view = ["acknowledgements hidden" if self.hide_acks else "acknowledgements shown"]
+        if self.grouped:
+            view.append(f"grouped by employee ({len(per_person)})")
+        self.view_label.update(" · ".join(view))
+        position = self.pager.describe(noun="messages")
+        if hidden:
+            position += f" · {hidden} acknowledgement{'s' if hidden != 1 else ''} hidden (h shows them)"
+        self.position_label.update(position)
+        self.empty_label.update(self.empty_text(hidden))
+        self.empty_label.display = not rows
+
+    def empty_text(self, hidden: int) -> str:
+        """Why nothing is shown, and what to do about it."""
+        needle = self.from_input.value.strip()
+        if needle:
+            return f"No message from anyone named like “{needle}” here. Empty the from box (f) to see everyone's."
+        if hidden:
+            return f"Only acknowledgements here ({hidden}). Press h to show them."
+        if self.pager.page > 0:
+            return "No more messages. Press [ for the previous page."
+        return "No messages from employees yet."
+
+    @on(Input.Changed, "#inbox-from")
+    def _from_changed(self) -> None:
+        self.redraw()
+
+    def action_toggle_acks(self) -> None:
+        """Hide or show acknowledgements."""
+        self.hide_acks = not self.hide_acks
+        self.redraw()
+
+    def action_toggle_group(self) -> None:
+        """Group the messages by employee, or back to newest first."""
+        self.grouped = not self.grouped
+        self.redraw()
+
+    def action_from_filter(self) -> None:
+        """Focus the from box."""
+        self.from_input.focus()
 
     def action_reload(self) -> None:
         """Reload now."""
         self.reload()
+
+    def action_next_page(self) -> None:
+        """The next (older) page of messages."""
+        if self.pager.forward():
+            self.reload()
+        else:
+            self.notify("This is the last page.", timeout=3)
+
+    def action_previous_page(self) -> None:
+        """The previous (newer) page of messages."""
+        if self.pager.back():
+            self.reload()
+
+    def commands(self) -> Iterable[SystemCommand]:
+        yield SystemCommand(
+            "Hide or show acknowledgements", "Quick-reply taps and 'Got it' replies (h)", self.action_toggle_acks
+        )
+        yield SystemCommand(
+            "Group by employee", "Each employee's messages together, or newest first (g)", self.action_toggle_group
+        )
+        yield SystemCommand(
+            "Messages from…", "Only messages from employees whose name has this text (f)", self.action_from_filter
+        )
+        yield SystemCommand("Next page", "Older messages (])", self.action_next_page)
+        yield SystemCommand("Previous page", "Newer messages ([)", self.action_previous_page)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from textual.reactive import reactive
 from textual.widgets import Static
@@ -46,7 +47,11 @@ class ConnectionIndicator(Static):
 
     def render(self) -> str:
         label, _ = _LABELS.get(self.state, (self.state, "conn-down"))
-        when = f" · {self.last_ok:%H:%M:%S}" if self.last_ok is not None else ""
+        when = ""
+        if self.last_ok is not None:
+            # On the employer's clock, like every other time on screen (the header's clock names the zone).
+            timezone = ZoneInfo(str(getattr(self.app, "timezone", "UTC")))
+            when = f" · {self.last_ok.astimezone(timezone):%H:%M:%S}"
         return f"{label}{when}"
 
     def watch_state(self, state: str) -> None:

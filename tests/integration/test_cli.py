@@ -355,3 +355,117 @@ def test_serve_answers_health_and_stops_cleanly(migrated_url: str, tmp_path: Pat
         assert "Traceback" not in stderr
         for secret in (token, GRAPH_TOKEN, APP_SECRET, VERIFY_TOKEN):
             assert secret not in stderr
+
+
+# --- a bad DATABASE_URL, and what migrate and Ctrl+C print (issue 18) -------------------------------------------
+
+
+def _refused_url() -> str:
+    return f"postgresql://jem:hunter2secret@127.0.0.1:{free_port()}/jem"
+
+
+def _bad_urls(admin_url: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(DATABASE_URL, what the line must say, what it must not) for each way a URL can be wrong."""
+    admin = make_url(admin_url)
+    where = f"{admin.host}:{admin.port or 5432}"
+    server = admin.set(drivername="postgresql")
+    return [
+        (_refused_url(), "connection refused at 127.0.0.1:", ("Errno", "ConnectionRefusedError")),
+        ("postgresql://jem:hunter2secret@no-such-host.invalid:5432/jem", "unknown host 'no-such-host.invalid'",
+         ("gaierror", "Errno")),
+        (server.set(username="no_such_role_jem").render_as_string(hide_password=False),
+         f"authentication failed for user 'no_such_role_jem' at {where}", ("DBAPIError",)),
+        (server.set(database="no_such_database_jem").render_as_string(hide_password=False),
+         f"database 'no_such_database_jem' does not exist at {where}", ("DBAPIError",)),
+        ("mysql://jem:hunter2secret@127.0.0.1/jem", "is not a PostgreSQL URL", ("Traceback",)),
+    ]  # fmt: skip
+
+
+def test_migrate_with_a_bad_database_url_says_what_is_wrong_in_one_line(admin_url: str, tmp_path: Path) -> None:
+    for url, says, never in _bad_urls(admin_url):
+        line = assert_one_line_error(jem(cli_env(url, tmp_path), "migrate"), 2)
+        assert line.startswith("jem-bot: error: DATABASE_URL"), line
+        assert says in line, (says, line)
+        assert "DATABASE_URL" in line.split(":", 2)[2], line  # how to fix it names the setting again
+        for word in (*never, "hunter2secret"):
+            assert word not in line, (word, line)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("serve", "--no-dispatcher"),
+        ("worker",),
+        ("employer", "create", "x", "--name", "X"),
+        ("token", "create", "--employer", "x"),
+        ("sender", "set", "--employer", "x", "--phone-number-id", "100000000000009", "--waba-id", "200000000000009"),
+        ("demo",),
+    ],
+)
+def test_every_command_that_connects_says_the_same_about_a_bad_database_url(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    env = cli_env(_refused_url(), tmp_path, **WHATSAPP_ENV, JEM_PORT=str(free_port()))
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", *command],
+        env=env,
+        input="EAAG-access-token-on-stdin\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if command == ("demo",):
+        # The demo says what it starts before it connects.
+        assert result.stdout == "starting the database (DATABASE_URL)\n", result.stdout
+        result = subprocess.CompletedProcess(result.args, result.returncode, "", result.stderr)
+    line = assert_one_line_error(result, 2)
+    assert "DATABASE_URL: connection refused at 127.0.0.1:" in line, line
+    assert "hunter2secret" not in line
+
+
+def test_migrate_says_what_it_applied_then_that_the_schema_is_up_to_date(empty_url: str, tmp_path: Path) -> None:
+    from bot.db.migrate import head_revision
+
+    head = head_revision()
+    env = cli_env(empty_url, tmp_path)
+    first = jem(env, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("applied 0001 … "), first.stdout
+    assert first.stdout.endswith(f": now at {head} (head)\n"), first.stdout
+    assert "up to date" not in first.stdout
+    second = jem(env, "migrate")
+    assert second.stdout == f"database schema is up to date: at {head} (head)\n"
+
+
+def _log_lines(stderr: str) -> list[str]:
+    """The log lines without their time (`05:09:30 INFO    uvicorn.error: …`), to compare them."""
+    return [line.split(" ", 1)[1] if line[:2].isdigit() else line for line in stderr.splitlines() if line.strip()]
+
+
+def test_ctrl_c_on_serve_with_the_simulator_prints_each_thing_once(migrated_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = cli_env(migrated_url, tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve", "--simulator", "--workers", "1", "--no-dispatcher", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for_health(f"http://127.0.0.1:{port}", proc).status_code == 200
+    finally:
+        status = stop(proc, signal.SIGINT)
+    _, stderr = proc.communicate()
+    assert status == 0, stderr
+    lines = _log_lines(stderr)
+    # Two uvicorn servers share the process and the `uvicorn.error` logger: the simulator's own start and stop
+    # lines ("Started server process", "Waiting for application startup.", …) once appeared beside the API's.
+    lifecycle = [line for line in lines if "uvicorn.error" in line or "jem.simulator" in line]
+    assert len(lifecycle) == len(set(lifecycle)), "\n".join(lifecycle)
+    assert sum("Started server process" in line for line in lines) == 1, stderr
+    assert sum("Application shutdown complete." in line for line in lines) == 1, stderr
+    assert sum("jem.simulator: WhatsApp simulator on http://127.0.0.1:" in line for line in lines) == 1, stderr
+    assert sum("WhatsApp simulator stopped" in line for line in lines) == 1, stderr
+    assert "Traceback" not in stderr

@@ -539,3 +539,90 @@ async def test_odd_ids_are_404(client: Client, tenant: Tenant, path: str) -> Non
     response = await client.get(path, headers=tenant.headers)
     assert response.status_code == 404
     assert response.json()["status"] == 404
+
+
+# --- fields not sent are kept (issue 18) -----------------------------------------------------------
+
+
+async def test_upsert_changes_only_the_fields_sent(client: Client, tenant: Tenant) -> None:
+    first = await create(client, tenant, phone="+27825550001", name="Thandi", tags=["warehouse", "drivers"])
+
+    async def post(body: dict[str, Any]) -> dict[str, Any]:
+        response = await client.post("/employees", json=body, headers=tenant.headers)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        assert result["id"] == first["id"]
+        return result
+
+    # The proof of concept's client sends phone and name only: the tags stay.
+    renamed = await post({"phone": "+27 82 555 0001", "name": "Thandi M."})
+    assert (renamed["name"], renamed["tags"]) == ("Thandi M.", ["warehouse", "drivers"])
+    retagged = await post({"phone": "+27825550001", "tags": ["office"]})
+    assert (retagged["name"], retagged["tags"]) == ("Thandi M.", ["office"])
+    same = await post({"phone": "+27825550001"})
+    assert (same["name"], same["tags"]) == ("Thandi M.", ["office"])
+    cleared = await post({"phone": "+27825550001", "tags": []})
+    assert (cleared["name"], cleared["tags"]) == ("Thandi M.", [])
+
+
+async def test_upsert_of_a_phone_alone_reactivates_and_keeps_the_rest(client: Client, tenant: Tenant) -> None:
+    made = await create(client, tenant, phone="+27825550002", name="Sipho", tags=["yard"])
+    assert (await client.delete(f"/employees/{made['id']}", headers=tenant.headers)).status_code == 204
+    back = await client.post("/employees", json={"phone": "+27825550002"}, headers=tenant.headers)
+    assert back.status_code == 200
+    assert (back.json()["active"], back.json()["name"], back.json()["tags"]) == (True, "Sipho", ["yard"])
+
+
+async def test_a_new_employee_needs_a_name_and_gets_no_tags_by_default(
+    client: Client, tenant: Tenant, db: async_sessionmaker[AsyncSession]
+) -> None:
+    nameless = await client.post("/employees", json={"phone": "+27825550003", "tags": ["x"]}, headers=tenant.headers)
+    assert nameless.status_code == 422
+    assert error_fields(nameless) == ["name"]
+    assert "new employee" in nameless.json()["errors"][0]["message"]
+    assert await count_rows(db) == 0
+    # Every bad field at once: the phone and the missing name of an unknown phone cannot both be told, the phone is.
+    both = await client.post("/employees", json={"phone": "082", "name": " "}, headers=tenant.headers)
+    assert error_fields(both) == ["phone", "name"]
+    created = await client.post("/employees", json={"phone": "+27825550003", "name": "Lerato"}, headers=tenant.headers)
+    assert created.status_code == 201
+    assert created.json()["tags"] == []
+
+
+async def test_import_changes_only_the_fields_each_row_sends(client: Client, tenant: Tenant) -> None:
+    await create(client, tenant, phone="+27825550010", name="Johan", tags=["drivers"])
+    await create(client, tenant, phone="+27825550011", name="Ayesha", tags=["office"])
+    rows = [
+        {"phone": "+27825550010", "name": "Johan B."},
+        {"phone": "+27825550011", "tags": []},
+        {"phone": "+27825550012", "name": "Nomsa"},
+    ]
+    result = await client.post("/employees/import", json={"employees": rows}, headers=tenant.headers)
+    assert result.json() == {"created": 1, "updated": 2}
+    listed = (await client.get("/employees", headers=tenant.headers)).json()["items"]
+    found = {e["phone"]: (e["name"], e["tags"]) for e in listed}
+    assert found == {
+        "+27825550010": ("Johan B.", ["drivers"]),
+        "+27825550011": ("Ayesha", []),
+        "+27825550012": ("Nomsa", []),
+    }
+
+
+async def test_import_refuses_a_new_phone_without_a_name_with_the_other_bad_rows(
+    client: Client, tenant: Tenant, db: async_sessionmaker[AsyncSession]
+) -> None:
+    await create(client, tenant, phone="+27825550020", name="Pieter")
+    before = await count_rows(db)
+    rows = (
+        [
+            {"phone": "+27825550020"},  # known: fine without a name
+            {"phone": "+27825550021"},  # new: needs one
+            {"phone": "bad", "name": "X"},
+        ]
+        + [{"phone": f"+278255501{i:02d}", "name": f"P{i}"} for i in range(8)]
+        + [{"phone": "+27825550022"}]
+    )
+    response = await client.post("/employees/import", json={"employees": rows}, headers=tenant.headers)
+    assert response.status_code == 422
+    assert error_fields(response) == ["employees[1].name", "employees[2].phone", "employees[11].name"]
+    assert await count_rows(db) == before

@@ -71,3 +71,56 @@ def test_mask_removes_the_sensitive_part(text: str) -> None:
 def test_mask_leaves_ordinary_text_alone() -> None:
     line = "announcement 42 dispatched: 1200 deliveries in 3.5 s (rate 80/s) at 2026-11-28T16:00:00+00:00"
     assert mask(line) == line
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "reply from 082 555 0001",
+        "reply from 082-555-0001",
+        "reply from (082) 555 0001",
+        "reply from (082) 555-0001.",
+        "reply from 0825550001",
+        '{"phone": "0825550001"}',
+        "phone=082.555.0001&x=1",
+    ],
+)
+def test_mask_hides_numbers_in_national_format(text: str) -> None:
+    masked = mask(text)
+    assert "555" not in masked, masked
+    assert "0•••0001" in masked  # the tail, to correlate lines
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "UK 020 7946 0958 and 07700 900123",
+        "DE 0151 12345678",
+    ],
+)
+def test_mask_hides_other_countries_national_numbers(text: str) -> None:
+    masked = mask(text)
+    for part in ("7946", "900123", "1234"):
+        assert part not in masked, masked
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "at 1732945839 (unix seconds)",
+        "ts=1732945839123",
+        "sender 100000000000001 paused",
+        "2026-11-30 04:50:39.0123456 took 0.0123456789 s",
+        "delivery 1234567 attempt 3 of 00012345, 0 sends, 10 000 rows",
+        "claimed 25 rows in 012 ms; lease 13 s; backlog 4096",
+        "sent to 0825550001 3 times",  # the count after a phone stays
+        "pgdata /tmp/jem-0825550001/pgdata",
+        "version 0.23.0 on port 08000",
+    ],
+)
+def test_mask_leaves_timestamps_ids_counts_and_durations_alone(line: str) -> None:
+    masked = mask(line)
+    if "0825550001" in line and "/" not in line:
+        assert masked == line.replace("0825550001", "0•••0001")
+    else:
+        assert masked == line
