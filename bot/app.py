@@ -13,7 +13,10 @@ from litestar import Litestar
 
 from bot.account import me
 from bot.announcements.controller import AnnouncementController
+from bot.announcements.export import export_deliveries
+from bot.announcements.reminders_controller import ReminderController
 from bot.apidocs import docs_assets_router, openapi_config
+from bot.conversations.controller import ConversationController
 from bot.db.engine import make_engine, make_pg_pool, make_sessionmaker, resolve_database_url
 from bot.db.migrate import check_schema
 from bot.deps import DEPENDENCIES
@@ -87,8 +90,11 @@ def create_app(
         upload_media,
         EmployeeController,
         AnnouncementController,
+        ReminderController,
+        export_deliveries,
         WebhookController,
         list_messages,
+        ConversationController,
         docs_assets_router(),
     ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,6 +13,7 @@ from bot.db.queries import query
 from bot.errors import UnauthorizedError
 
 TOKEN_PREFIX = "jem_"  # noqa: S105  (a prefix, not a secret)
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,4 +49,9 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
     row = (await session.execute(query("token_lookup"), {"h": hash_token(token)})).first()
     if row is None:
         raise UnauthorizedError("the token is invalid or revoked")
+    # `last_used_at` to the minute (`jem-bot token list` shows it): a write at most once a minute per token, so a
+    # busy portal's requests stay reads.
+    if row.last_used_at is None or datetime.now(UTC) - row.last_used_at >= LAST_USED_RESOLUTION:
+        await session.execute(query("token_touch"), {"id": row.id})
+        await session.commit()
     return Principal(employer_id=row.employer_id, token_id=row.id, timezone=row.timezone)

@@ -39,6 +39,8 @@ def documented(**schema: object) -> msgspec.Meta:
 Message = Annotated[str, documented(minLength=1, maxLength=MAX_MESSAGE_LENGTH)]
 # RFC 3339 with a UTC offset (`2026-12-01T09:00:00+02:00`, `…Z`); a time without one is a 422.
 SendTime = Annotated[str, documented(format="date-time")]
+# An ISO 8601 duration (`PT24H`, `P1D`, `PT90M`, `P2DT3H`) between 1 hour and 14 days (bot/announcements/durations.py).
+RemindAfter = Annotated[str, documented(format="duration", maxLength=64)]
 
 
 class Page(msgspec.Struct, Generic[T], kw_only=True):
@@ -151,6 +153,13 @@ class ImportResult(msgspec.Struct, kw_only=True):
     updated: int
 
 
+class Erased(msgspec.Struct, kw_only=True):
+    """`DELETE /employees/{id}?erase=true`: the employee's personal data is gone from the database since then."""
+
+    id: int
+    erased_at: datetime
+
+
 # --- announcements ---------------------------------------------------------------------------------
 
 
@@ -169,6 +178,33 @@ class AnnouncementIn(msgspec.Struct, kw_only=True):
     send_time: SendTime | None = None
     audience: Audience | None = None
     template: TemplateUse | None = None
+    # A reminder to those reached and not acknowledged, made once, this long after the announcement completes.
+    remind_after: RemindAfter | None = None
+
+
+class ReminderIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /announcements/{id}/remind: all optional; by default the original's text prefixed "Reminder: " (or its
+    template), now."""
+
+    message: Message | None = None
+    template: TemplateUse | None = None
+    send_time: SendTime | None = None
+
+
+class ReminderSummary(msgspec.Struct, kw_only=True):
+    id: int
+    status: AnnouncementStatus
+    send_time: datetime
+    # Its deliveries, and how many of those employees acknowledged the original or any reminder of it.
+    recipients: int
+    acknowledged: int
+    # Share of the original's reached employees who had acknowledged by the time the next reminder was
+    # dispatched (by now, for the last one).
+    acknowledgement_rate: float
+
+
+class ReminderAudience(msgspec.Struct, kw_only=True):
+    count: int
 
 
 class AnnouncementPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -255,6 +291,11 @@ class Announcement(msgspec.Struct, kw_only=True):
     languages: dict[str, int] = {}
     # Failed deliveries by Meta's code, e.g. 131047: text outside the 24-hour window (a template is needed).
     failures: list[FailureCount] = []
+    # The announcement this one reminds of; `remind_after` as given on create (normalised, e.g. `PT24H`).
+    reminder_of: int | None = None
+    remind_after: str | None = None
+    # Its reminders (reminders of reminders too), oldest first; filled in by GET /announcements/{id} only.
+    reminders: list[ReminderSummary] = []
 
 
 class FailureCount(msgspec.Struct, kw_only=True):
@@ -325,6 +366,47 @@ class InboundMessage(msgspec.Struct, kw_only=True):
     text: str | None
     announcement_id: int | None
     received_at: datetime
+    # An operator replied to this employee (POST /employees/{id}/messages) after this message was received.
+    answered: bool = False
+
+
+# --- conversations (docs/api.md#conversations) ---------------------------------------------------------
+
+
+class ConversationItem(msgspec.Struct, kw_only=True):
+    """One message of a conversation: the employee's (`in`) or ours (`out`: an announcement, a bot reply, an
+    operator reply). `id` is the inbound message's id, or the delivery's."""
+
+    direction: Literal["in", "out"]
+    id: int
+    kind: Literal["message", "announcement", "reply"]
+    # The inbound message's WhatsApp type (text, button, interactive, image, …); null for ours.
+    type: str | None
+    text: str | None
+    announcement_id: int | None
+    # The delivery's status; null for the employee's messages.
+    status: DeliveryStatus | None
+    # Received (in); sent, else queued (out).
+    at: datetime
+
+
+class Conversation(msgspec.Struct, kw_only=True):
+    items: list[ConversationItem]
+    # WhatsApp's customer-service window: free-form text may be sent until 24 h after their last message.
+    window_open: bool
+    window_closes_at: datetime | None
+    next_cursor: str | None = None
+
+
+class ReplyIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # Checked after trimming (bot/conversations/service.py).
+    text: Message
+
+
+class Reply(ConversationItem, kw_only=True):
+    """An operator reply as queued: sent once by the dispatcher, like every delivery."""
+
+    delivery_id: int
 
 
 # --- sender ----------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ def from_wa_id(wa_id: str) -> str:
 
 def mask_phone(phone: str) -> str:
     """`+27821234567` -> `+27•••••4567`: enough to recognise, not enough to dial."""
+    if phone.startswith("erased:"):
+        return phone  # an erased employee's placeholder (bot/employees/erasure.py): no number left to mask
     if len(phone) < 7:
         return "•" * len(phone)
     return phone[:3] + "•" * (len(phone) - 7) + phone[-4:]

@@ -104,6 +104,12 @@ async def check_secret_key(engine: AsyncEngine, settings: Settings) -> None:
 
     async with engine.connect() as conn:
         sealed = (await conn.execute(query("sender_any_token"))).scalar()
+        kept_opt_outs = bool((await conn.execute(query("opt_out_hash_any"))).scalar())
+    if kept_opt_outs and not settings.secret_key:
+        # Erased employees' opt-outs are kept as hashes keyed by it: without it a re-import of such a number would
+        # not come back opted out, and someone who said STOP would be messaged again (docs/architecture.md#erasure).
+        raise ConfigError("opt-outs of erased employees are kept with JEM_SECRET_KEY: set it (the one they were "
+                          "stored with)")  # fmt: skip
     if sealed is None:
         return
     if not settings.secret_key:

@@ -8,6 +8,8 @@ A reminder is an announcement of its own (`reminder_of`), its audience frozen at
 reached-but-unacknowledged employees; `remind_after_seconds` makes one automatically, once (`auto_reminder`,
 unique per original). An erased employee keeps their ledger rows, anonymised (`erased_at`); their opt-out
 survives as a keyed hash of the phone (`opt_out_hash`), so a later re-import does not message them.
+Operator replies are ledger replies keyed `op:<employee id>:…`; two indexes serve conversations and the inbox's
+`answered`.
 """
 
 from __future__ import annotations
@@ -58,9 +60,24 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("employer_id", "phone_hash", name=op.f("pk_opt_out_hash")),
     )
+    # Conversations (GET /employees/{id}/messages): one employee's messages, newest first, and the 24-hour window.
+    op.create_index("ix_inbound_message_employee_id_id", "inbound_message", ["employee_id", "id"], unique=False)
+    # Operator replies (POST /employees/{id}/messages) are the replies keyed `op:…`: the inbox's `answered` looks
+    # for one to the employee after each message without reading the employee's other deliveries.
+    op.create_index(
+        "ix_delivery_operator_reply",
+        "delivery",
+        ["employee_id", "created_at"],
+        unique=False,
+        postgresql_where=sa.text("reply_key LIKE 'op:%'"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(
+        "ix_delivery_operator_reply", table_name="delivery", postgresql_where=sa.text("reply_key LIKE 'op:%'")
+    )
+    op.drop_index("ix_inbound_message_employee_id_id", table_name="inbound_message")
     op.drop_table("opt_out_hash")
     op.drop_column("employee", "erased_at")
     op.drop_index("uq_announcement_auto_reminder", table_name="announcement", postgresql_where=sa.text("auto_reminder"))

@@ -9,9 +9,11 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import contracts
+from bot.announcements import durations
 from bot.contracts import MAX_MESSAGE_LENGTH, FieldError
 from bot.db.queries import query
 from bot.errors import ConflictError, NotFoundError, ValidationFailedError
+from bot.ledger import reminders
 from bot.ledger.counts import counts_for
 from bot.pagination import MAX_ID
 from bot.phones import mask_phone
@@ -178,6 +180,8 @@ def _to_contract(row: Any, counts: contracts.Counts) -> contracts.Announcement:
         completed_at=row.completed_at,
         cancelled_at=row.cancelled_at,
         counts=counts,
+        reminder_of=row.reminder_of,
+        remind_after=None if row.remind_after_seconds is None else durations.format_seconds(row.remind_after_seconds),
     )
 
 
@@ -195,6 +199,7 @@ async def create(
     message, template = await _content(session, employer_id, data.message, data.template, lookup, errors)
     send_at = _send_at(data.send_time, errors)
     audience = await _audience(session, employer_id, data.audience, errors)
+    remind_after = None if data.remind_after is None else durations.parse_seconds(data.remind_after, errors)
     if errors:
         raise ValidationFailedError.many(errors)
     params = {
@@ -204,6 +209,7 @@ async def create(
         "a": msgspec.json.encode(audience).decode(),
         "t": token_id,
         "tpl": None if template is None else msgspec.json.encode(template).decode(),
+        "ra": remind_after,
     }
     row = (await session.execute(query("announcement_insert"), params)).one()
     if row.send_at <= datetime.now(UTC):
@@ -221,6 +227,7 @@ async def get(session: AsyncSession, employer_id: int, announcement_id: int) -> 
     failures = (await session.execute(query("announcement_failures"), {"id": row.id})).all()
     shown.languages = {r.language: r.n for r in languages}
     shown.failures = [contracts.FailureCount(code=r.error_code, title=r.error_title, count=r.n) for r in failures]
+    shown.reminders = await reminders.summaries(session, employer_id, row.id)
     return shown
 
 
@@ -268,6 +275,11 @@ async def patch(
     if not isinstance(data.send_time, msgspec.UnsetType):
         params |= {"set_send_at": True, "s": _send_at(data.send_time, errors)}
     if not isinstance(data.audience, msgspec.UnsetType):
+        ours = {"id": announcement_id, "e": employer_id}
+        current_row = (await session.execute(query("announcement_get"), ours)).first()
+        if current_row is not None and current_row.reminder_of is not None:
+            why = "cannot be chosen for a reminder: it is whoever the original reached and has not acknowledged"
+            errors.append(FieldError(field="audience", message=why))
         audience = await _audience(session, employer_id, data.audience, errors)
         params |= {"set_audience": True, "a": msgspec.json.encode(audience).decode()}
     if errors:

@@ -163,6 +163,14 @@ class Delivery(Base):
         Index("ix_delivery_sending_lease_until", "lease_until", postgresql_where=text("status = 'sending'")),
         Index("ix_delivery_announcement_id_status", "announcement_id", "status"),
         Index("ix_delivery_employee_id", "employee_id"),
+        # Operator replies (POST /employees/{id}/messages) are the replies keyed `op:…`: the inbox's `answered`
+        # looks for one to the employee after each message without reading the employee's other deliveries.
+        Index(
+            "ix_delivery_operator_reply",
+            "employee_id",
+            "created_at",
+            postgresql_where=text("reply_key LIKE 'op:%'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -243,6 +251,8 @@ class InboundMessage(Base):
     __table_args__ = (
         Index("ix_inbound_message_employer_id_id", "employer_id", "id"),
         Index("ix_inbound_message_received_at", "received_at"),
+        # One employee's conversation, newest first, and their last message (the 24-hour window).
+        Index("ix_inbound_message_employee_id_id", "employee_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -21,7 +21,7 @@ SELECT id FROM announcement WHERE status = 'scheduled' AND send_at <= now() ORDE
 -- The announcement, locked, if it is still scheduled and still due. A PATCH that moves send_at into the future
 -- either committed before this (the row is no longer due) or holds the lock (skipped; it is looked at again on
 -- the next poll, when it is no longer due); a PATCH that comes after this waits, then finds it `dispatching`.
-SELECT id, employer_id, audience FROM announcement
+SELECT id, employer_id, audience, reminder_of FROM announcement
 WHERE id = :id AND status = 'scheduled' AND send_at <= now()
 FOR UPDATE SKIP LOCKED;
 
@@ -150,7 +150,8 @@ FROM send_budget WHERE phone_number_id = :p;
 -- again here, at claim time: a row whose employer changed its sender since is moved to its new number, left
 -- pending, and not returned. A claimed row records the number it goes out from (:pnid). The employee is looked
 -- at again too: an announcement to someone who opted out or was deactivated since fan-out is `skipped` with the
--- reason, not sent (bot replies still go: a STOP is answered).
+-- reason, not sent (bot replies still go: a STOP is answered). Nothing goes to an erased employee: their waiting
+-- rows were cancelled, and one that raced the erasure is skipped here.
 WITH due AS (
   SELECT id FROM delivery
   WHERE status = 'pending' AND next_attempt_at <= now() AND COALESCE(phone_number_id, '') = :route
@@ -161,7 +162,8 @@ WITH due AS (
 checked AS (
   SELECT due.id,
          COALESCE(delivery_route(d.kind, d.employer_id, d.phone_number_id), '') AS route,
-         CASE WHEN d.kind <> 'announcement' THEN NULL
+         CASE WHEN e.erased_at IS NOT NULL THEN 'erased'
+              WHEN d.kind <> 'announcement' THEN NULL
               WHEN NOT e.active THEN 'inactive'
               WHEN e.opted_out_at IS NOT NULL THEN 'opted_out' END AS skip
   FROM due JOIN delivery d ON d.id = due.id JOIN employee e ON e.id = d.employee_id
@@ -229,6 +231,7 @@ INSERT INTO employee_user_id (employee_id, phone_number_id, user_id, learned_fro
 SELECT DISTINCT s.employee_id, COALESCE(s.phone_number_id, CAST(:default AS text)), v.user_id, 'send'
 FROM sent s JOIN v ON v.id = s.id
 WHERE v.user_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM employee e WHERE e.id = s.employee_id AND e.erased_at IS NOT NULL)
 ON CONFLICT (employee_id, phone_number_id, user_id) DO NOTHING;
 
 -- name: record_retry
@@ -420,6 +423,7 @@ learned AS (
   SELECT DISTINCT a.employee_id, m.pnid, m.user_id, 'status'
   FROM applied a JOIN matched m ON m.id = a.id
   WHERE m.user_id IS NOT NULL AND m.pnid IS NOT NULL
+    AND NOT EXISTS (SELECT 1 FROM employee e WHERE e.id = a.employee_id AND e.erased_at IS NOT NULL)
   ON CONFLICT (employee_id, phone_number_id, user_id) DO NOTHING
   RETURNING id
 )
@@ -509,8 +513,14 @@ RETURNING key;
 
 -- name: token_lookup
 -- The lookup is by hash through a unique index: no timing signal about other tokens' values.
-SELECT t.id, t.employer_id, e.timezone FROM api_token t JOIN employer e ON e.id = t.employer_id
+SELECT t.id, t.employer_id, e.timezone, t.last_used_at FROM api_token t JOIN employer e ON e.id = t.employer_id
 WHERE t.token_hash = :h AND t.revoked_at IS NULL;
+
+-- name: token_touch
+-- `last_used_at` is kept to the minute: the caller writes only when the lookup saw it a minute old or more, and
+-- the condition here makes concurrent requests at that moment write once.
+UPDATE api_token SET last_used_at = now()
+WHERE id = :id AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute');
 
 -- name: employer_get
 SELECT id, slug, name, timezone, language FROM employer WHERE id = :id;
@@ -556,12 +566,13 @@ WHERE e.employer_id = :e AND e.phone = v.phone AND e.language IS DISTINCT FROM v
 -- `bsuid_known`: whether a business-scoped user id is known for the employee (never the id itself).
 SELECT id, phone, name, tags, active, opted_out_at, created_at, updated_at, language,
        EXISTS (SELECT 1 FROM employee_user_id u WHERE u.employee_id = employee.id AND u.superseded_at IS NULL) AS bsuid_known
-FROM employee WHERE id = :id AND employer_id = :e;
+FROM employee WHERE id = :id AND employer_id = :e AND erased_at IS NULL;
 
 -- name: employee_count
--- How many employees match the filters (all pages): clients preview an audience with it.
+-- How many employees match the filters (all pages): clients preview an audience with it. Erased employees are
+-- tombstones for the ledger, never listed.
 SELECT count(*) FROM employee
-WHERE employer_id = :e
+WHERE employer_id = :e AND erased_at IS NULL
   AND (CAST(:tags AS text[]) IS NULL OR tags && CAST(:tags AS text[]))
   AND (CAST(:needle AS text) IS NULL OR name ILIKE :needle OR phone LIKE :phone_needle)
   AND (CAST(:include_inactive AS boolean) OR active)
@@ -572,7 +583,7 @@ WHERE employer_id = :e
 SELECT id, phone, name, tags, active, opted_out_at, created_at, updated_at, language,
        EXISTS (SELECT 1 FROM employee_user_id u WHERE u.employee_id = employee.id AND u.superseded_at IS NULL) AS bsuid_known
 FROM employee
-WHERE employer_id = :e
+WHERE employer_id = :e AND erased_at IS NULL
   AND (CAST(:tags AS text[]) IS NULL OR tags && CAST(:tags AS text[]))
   AND (CAST(:needle AS text) IS NULL OR name ILIKE :needle OR phone LIKE :phone_needle)
   AND (CAST(:include_inactive AS boolean) OR active)
@@ -592,7 +603,7 @@ UPDATE employee SET
   deactivated_at = CASE WHEN NOT :set_active THEN deactivated_at
                         WHEN CAST(:active AS boolean) THEN NULL ELSE now() END,
   updated_at = now()
-WHERE id = :id AND employer_id = :e
+WHERE id = :id AND employer_id = :e AND erased_at IS NULL
 RETURNING id, phone, name, tags, active, opted_out_at, created_at, updated_at, language,
           EXISTS (SELECT 1 FROM employee_user_id u WHERE u.employee_id = employee.id AND u.superseded_at IS NULL) AS bsuid_known;
 
@@ -603,20 +614,23 @@ WHERE id = :id AND employer_id = :e AND active;
 
 -- name: employees_known
 -- Which of these ids are the employer's employees (an audience may only name its own).
-SELECT id FROM employee WHERE employer_id = :e AND id = ANY(CAST(:ids AS bigint[]));
+SELECT id FROM employee WHERE employer_id = :e AND id = ANY(CAST(:ids AS bigint[])) AND erased_at IS NULL;
 
 
 -- ---------------------------------------------------------------------------------------------------------
 -- Announcements.
 
 -- name: announcement_insert
--- Scheduled; the dispatcher fans it out at send time.
-INSERT INTO announcement (employer_id, message, send_at, status, audience, created_by_token_id, template)
-VALUES (:e, :m, :s, 'scheduled', CAST(:a AS jsonb), :t, CAST(:tpl AS jsonb))
-RETURNING id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at, template;
+-- Scheduled; the dispatcher fans it out at send time. :ra (`remind_after`, seconds) makes a reminder at completion.
+INSERT INTO announcement (employer_id, message, send_at, status, audience, created_by_token_id, template,
+                          remind_after_seconds)
+VALUES (:e, :m, :s, 'scheduled', CAST(:a AS jsonb), :t, CAST(:tpl AS jsonb), CAST(:ra AS integer))
+RETURNING id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at, template,
+          reminder_of, remind_after_seconds;
 
 -- name: announcement_get
-SELECT id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at, template
+SELECT id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at, template,
+       reminder_of, remind_after_seconds
 FROM announcement WHERE id = :id AND employer_id = :e;
 
 -- name: announcement_exists
@@ -624,7 +638,8 @@ SELECT 1 FROM announcement WHERE id = :id AND employer_id = :e;
 
 -- name: announcement_page
 -- Newest first, limit + 1 rows.
-SELECT id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at, template
+SELECT id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at, template,
+       reminder_of, remind_after_seconds
 FROM announcement
 WHERE employer_id = :e
   AND (CAST(:status AS text) IS NULL OR status = :status)
@@ -642,7 +657,8 @@ UPDATE announcement SET
   audience = CASE WHEN :set_audience THEN CAST(:a AS jsonb) ELSE audience END,
   updated_at = now()
 WHERE id = :id AND employer_id = :e AND status = 'scheduled'
-RETURNING id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at, template;
+RETURNING id, message, send_at, status, audience, created_at, dispatched_at, completed_at, cancelled_at, template,
+          reminder_of, remind_after_seconds;
 
 -- name: delivery_page
 -- An announcement's deliveries, newest first, limit + 1 rows. :needle matches the employee's name; :digits,
@@ -657,6 +673,31 @@ WHERE d.announcement_id = :a AND d.employer_id = :e AND d.kind = 'announcement'
   AND (CAST(:after AS bigint) IS NULL OR d.id < :after)
 ORDER BY d.id DESC
 LIMIT :limit;
+
+-- name: delivery_export
+-- Every delivery of an announcement, oldest first, for the proof-of-notice CSV (bot/announcements/export.py), read
+-- through a server-side cursor. Cells come as the CSV's text, formatted here rather than row by row in Python:
+-- times in the session's TimeZone (the employer's, set by `export_session`), to the second, with the offset;
+-- '' for a null. An erased employee's name and phone never leave the database.
+SELECT CAST(d.employee_id AS text) AS employee_id,
+       CASE WHEN e.erased_at IS NULL THEN e.name ELSE '' END AS name,
+       CASE WHEN e.erased_at IS NULL THEN e.phone END AS phone,
+       COALESCE(d.language, '') AS language, d.status, CAST(d.attempts AS text) AS attempts,
+       COALESCE(CAST(d.error_code AS text), '') AS error_code, COALESCE(d.error_title, '') AS error_title,
+       COALESCE(to_char(d.sent_at, 'YYYY-MM-DD"T"HH24:MI:SSTZH:TZM'), '') AS sent_at,
+       COALESCE(to_char(d.delivered_at, 'YYYY-MM-DD"T"HH24:MI:SSTZH:TZM'), '') AS delivered_at,
+       COALESCE(to_char(d.read_at, 'YYYY-MM-DD"T"HH24:MI:SSTZH:TZM'), '') AS read_at,
+       COALESCE(to_char(d.acknowledged_at, 'YYYY-MM-DD"T"HH24:MI:SSTZH:TZM'), '') AS acknowledged_at
+FROM delivery d JOIN employee e ON e.id = d.employee_id
+WHERE d.announcement_id = :a AND d.employer_id = :e AND d.kind = 'announcement'
+ORDER BY d.id;
+
+-- name: export_session
+-- The export's transaction shows times in the employer's timezone (:tz). It waits for its client between
+-- fetches: one that stops reading without disconnecting must not hold its snapshot (and vacuum of the ledger)
+-- for ever, so PostgreSQL ends the session after :idle.
+SELECT set_config('TimeZone', CAST(:tz AS text), true),
+       set_config('idle_in_transaction_session_timeout', CAST(:idle AS text), true);
 
 -- name: announcement_timeline
 -- How many of an announcement's deliveries were sent, delivered, read and acknowledged in each minute or hour:
@@ -674,6 +715,135 @@ CROSS JOIN LATERAL (VALUES ('sent', d.sent_at), ('delivered', d.delivered_at), (
 WHERE d.announcement_id = :a AND d.employer_id = :e AND d.kind = 'announcement' AND t.at IS NOT NULL
 GROUP BY 1
 ORDER BY 1;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Reminders (docs/api.md#reminders): an announcement with `reminder_of`, whose audience is the original's
+-- employees who were reached (sent, delivered or read) and have acknowledged nothing in the original's chain
+-- (the first announcement and every reminder below it, reminders of reminders included), frozen at fan-out.
+-- `reminder_fan_out_insert` and `reminder_audience_count` must say the same thing: change them together.
+
+-- name: reminder_fan_out_insert
+-- The reminder's audience into the ledger, in the fan-out transaction (the caller holds the reminder's row lock
+-- and `employer_lock_share`): an acknowledgement committed before this statement keeps the employee out.
+-- Inactive, opted-out and erased employees are left out (nothing to record: they were never in its audience).
+-- ON CONFLICT makes a second fan-out a no-op, as for any announcement.
+WITH RECURSIVE up(id, reminder_of) AS (
+  SELECT id, reminder_of FROM announcement WHERE id = :original
+  UNION ALL
+  SELECT a.id, a.reminder_of FROM announcement a JOIN up ON a.id = up.reminder_of
+), chain(id) AS (
+  SELECT id FROM up WHERE reminder_of IS NULL
+  UNION ALL
+  SELECT a.id FROM announcement a JOIN chain c ON a.reminder_of = c.id
+)
+INSERT INTO delivery (employer_id, announcement_id, employee_id, kind, status, next_attempt_at, phone_number_id)
+SELECT d.employer_id, :aid, d.employee_id, 'announcement', 'pending', now(), r.own
+FROM delivery d
+JOIN employee e ON e.id = d.employee_id
+CROSS JOIN (SELECT delivery_route('announcement', CAST(:eid AS bigint), NULL) AS own) r
+WHERE d.announcement_id = :original AND d.employer_id = :eid AND d.kind = 'announcement'
+  AND d.status IN ('sent', 'delivered', 'read')
+  AND e.active AND e.opted_out_at IS NULL AND e.erased_at IS NULL
+  AND NOT EXISTS (
+    SELECT 1 FROM delivery k
+    WHERE k.employee_id = d.employee_id AND k.kind = 'announcement' AND k.acknowledged_at IS NOT NULL
+      AND k.announcement_id IN (SELECT id FROM chain)
+  )
+ON CONFLICT (announcement_id, employee_id) DO NOTHING;
+
+-- name: reminder_audience_count
+-- How many employees a reminder of :original fanned out now would reach (same rule as reminder_fan_out_insert).
+WITH RECURSIVE up(id, reminder_of) AS (
+  SELECT id, reminder_of FROM announcement WHERE id = :original
+  UNION ALL
+  SELECT a.id, a.reminder_of FROM announcement a JOIN up ON a.id = up.reminder_of
+), chain(id) AS (
+  SELECT id FROM up WHERE reminder_of IS NULL
+  UNION ALL
+  SELECT a.id FROM announcement a JOIN chain c ON a.reminder_of = c.id
+)
+SELECT count(*)
+FROM delivery d
+JOIN employee e ON e.id = d.employee_id
+WHERE d.announcement_id = :original AND d.employer_id = :eid AND d.kind = 'announcement'
+  AND d.status IN ('sent', 'delivered', 'read')
+  AND e.active AND e.opted_out_at IS NULL AND e.erased_at IS NULL
+  AND NOT EXISTS (
+    SELECT 1 FROM delivery k
+    WHERE k.employee_id = d.employee_id AND k.kind = 'announcement' AND k.acknowledged_at IS NOT NULL
+      AND k.announcement_id IN (SELECT id FROM chain)
+  );
+
+-- name: reminder_original
+-- The announcement a reminder is asked for, locked against a concurrent cancel while the reminder is created;
+-- `reached` says whether anything of it got out (a cancelled one that sent nothing has nobody to remind).
+SELECT a.id, a.status, a.message, a.template,
+       EXISTS (SELECT 1 FROM delivery d WHERE d.announcement_id = a.id AND d.kind = 'announcement'
+                 AND d.status IN ('sent', 'delivered', 'read', 'unknown')) AS reached
+FROM announcement a WHERE a.id = :id AND a.employer_id = :e
+FOR SHARE;
+
+-- name: reminder_insert
+-- A reminder asked for by the operator (POST /announcements/{id}/remind); its audience is decided at fan-out.
+INSERT INTO announcement (employer_id, message, send_at, status, audience, created_by_token_id, template, reminder_of)
+VALUES (:e, :m, :s, 'scheduled', CAST('{}' AS jsonb), :t, CAST(:tpl AS jsonb), :original)
+RETURNING id, send_at;
+
+-- name: auto_reminder_insert
+-- `remind_after`: the reminder of each just-completed announcement that asked for one, due its duration after
+-- completion, in the completion's transaction. The unique index uq_announcement_auto_reminder makes it once per
+-- original, whoever completes it and however often (a resend reopens and completes it again).
+INSERT INTO announcement (employer_id, message, send_at, status, audience, created_by_token_id, template,
+                          reminder_of, auto_reminder)
+SELECT o.employer_id,
+       CASE WHEN o.template IS NULL THEN left('Reminder: ' || o.message, 4096) ELSE o.message END,
+       o.completed_at + make_interval(secs => o.remind_after_seconds), 'scheduled', CAST('{}' AS jsonb),
+       o.created_by_token_id, o.template, o.id, true
+FROM announcement o
+WHERE o.id = ANY(CAST(:ids AS bigint[])) AND o.status = 'completed' AND o.remind_after_seconds IS NOT NULL
+ON CONFLICT (reminder_of) WHERE auto_reminder DO NOTHING
+RETURNING id, reminder_of, send_at;
+
+-- name: reminder_summaries
+-- The reminders below :id (reminders of reminders too), oldest first. `acknowledged`: of each reminder's
+-- recipients, those who acknowledged anything in the chain (by now). `acked_by_then`: of :id's reached
+-- employees, those who had acknowledged by the time the next reminder was dispatched (now, for the last one or
+-- while the next has not been dispatched); `reached` is the denominator.
+WITH RECURSIVE up(id, reminder_of) AS (
+  SELECT id, reminder_of FROM announcement WHERE id = :id
+  UNION ALL
+  SELECT a.id, a.reminder_of FROM announcement a JOIN up ON a.id = up.reminder_of
+), chain(id) AS (
+  SELECT id FROM up WHERE reminder_of IS NULL
+  UNION ALL
+  SELECT a.id FROM announcement a JOIN chain c ON a.reminder_of = c.id
+), below(id) AS (
+  SELECT id FROM announcement WHERE reminder_of = :id
+  UNION ALL
+  SELECT a.id FROM announcement a JOIN below b ON a.reminder_of = b.id
+), acked AS (
+  SELECT employee_id, min(acknowledged_at) AS at FROM delivery
+  WHERE kind = 'announcement' AND acknowledged_at IS NOT NULL AND announcement_id IN (SELECT id FROM chain)
+  GROUP BY employee_id
+), reached AS (
+  SELECT employee_id FROM delivery
+  WHERE announcement_id = :id AND kind = 'announcement' AND status IN ('sent', 'delivered', 'read')
+), r AS (
+  SELECT a.id, a.status, a.send_at,
+         lead(a.id) OVER w AS next_id, lead(a.dispatched_at) OVER w AS next_dispatched_at
+  FROM announcement a WHERE a.id IN (SELECT id FROM below) AND a.employer_id = :e
+  WINDOW w AS (ORDER BY a.id)
+)
+SELECT r.id, r.status, r.send_at,
+       (SELECT count(*) FROM delivery d WHERE d.announcement_id = r.id AND d.kind = 'announcement') AS recipients,
+       (SELECT count(*) FROM delivery d JOIN acked k ON k.employee_id = d.employee_id
+        WHERE d.announcement_id = r.id AND d.kind = 'announcement') AS acknowledged,
+       (SELECT count(*) FROM reached x JOIN acked k ON k.employee_id = x.employee_id
+        WHERE k.at <= COALESCE(r.next_dispatched_at, now())) AS acked_by_then,
+       (SELECT count(*) FROM reached) AS reached
+FROM r
+ORDER BY r.id;
 
 
 -- ---------------------------------------------------------------------------------------------------------
@@ -808,18 +978,94 @@ RETURNING employee_id;
 UPDATE employee e SET phone = :new, updated_at = now()
 WHERE e.id = ANY(CAST(:ids AS bigint[])) AND e.phone <> :new
   AND NOT EXISTS (SELECT 1 FROM employee o WHERE o.employer_id = e.employer_id AND o.phone = :new)
-RETURNING e.id;
+RETURNING e.id, e.employer_id;
 
 -- name: identity_change_record
 INSERT INTO identity_change (employee_id, kind, old_value, new_value, wamid)
 SELECT i, :kind, :old, :new, :wamid FROM unnest(CAST(:ids AS bigint[])) AS i;
 
 -- name: inbox_page
-SELECT m.id, m.employee_id, e.name AS employee_name, m.type, m.text, m.announcement_id, m.received_at
+-- The employer's inbox, newest first (`ix_inbound_message_employer_id_id`). :acks false leaves out the messages
+-- that acknowledged an announcement (a tap, a reply quoting it): the webhook files those with the delivery they
+-- acknowledged (`delivery_id`). `answered`: an operator reply to the employee (a reply keyed `op:…`) was queued
+-- after the message came, found through `ix_delivery_operator_reply` without reading their other deliveries.
+SELECT m.id, m.employee_id, e.name AS employee_name, m.type, m.text, m.announcement_id, m.received_at,
+       EXISTS (SELECT 1 FROM delivery r
+               WHERE r.employee_id = m.employee_id AND r.reply_key LIKE 'op:%' AND r.created_at > m.received_at)
+         AS answered
 FROM inbound_message m LEFT JOIN employee e ON e.id = m.employee_id
 WHERE m.employer_id = :employer_id AND (CAST(:after AS bigint) IS NULL OR m.id < :after)
+  AND (CAST(:acks AS boolean) OR m.delivery_id IS NULL)
 ORDER BY m.id DESC
 LIMIT :n;
+
+-- name: inbox_page_of_employee
+-- `inbox_page` for one employee (`?employee_id=`): their messages by `ix_inbound_message_employee_id_id`, not a
+-- walk through the whole inbox. Another employer's employee has no messages here.
+SELECT m.id, m.employee_id, e.name AS employee_name, m.type, m.text, m.announcement_id, m.received_at,
+       EXISTS (SELECT 1 FROM delivery r
+               WHERE r.employee_id = m.employee_id AND r.reply_key LIKE 'op:%' AND r.created_at > m.received_at)
+         AS answered
+FROM inbound_message m LEFT JOIN employee e ON e.id = m.employee_id
+WHERE m.employee_id = :employee_id AND m.employer_id = :employer_id
+  AND (CAST(:after AS bigint) IS NULL OR m.id < :after)
+  AND (CAST(:acks AS boolean) OR m.delivery_id IS NULL)
+ORDER BY m.id DESC
+LIMIT :n;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Conversations (bot/conversations/): one employee's messages and ours, and operator replies. An operator reply
+-- is queued with `queue_reply` like the bot's own replies, keyed `op:<employee id>:<uuid>`.
+
+-- name: conversation_employee
+-- The employee (nothing: not this employer's), and their last message: it opened WhatsApp's 24-hour window, and
+-- a reply goes back the way it came: from the number they wrote to while that is the employer's own (else the
+-- shared one, NULL, as `delivery_route()` routes every reply), to their user id when they wrote without their
+-- number.
+SELECT e.id, e.erased_at, m.received_at AS last_wrote,
+       delivery_route('reply', e.employer_id, m.phone_number_id) AS route,
+       CASE WHEN m.from_phone IS NULL THEN m.from_user_id END AS recipient_user_id
+FROM employee e
+LEFT JOIN LATERAL (
+  SELECT x.received_at, x.phone_number_id, x.from_phone, x.from_user_id FROM inbound_message x
+  WHERE x.employee_id = e.id AND x.employer_id = e.employer_id
+  ORDER BY x.id DESC
+  LIMIT 1
+) m ON true
+WHERE e.id = :id AND e.employer_id = :e;
+
+-- name: conversation_page
+-- One employee's conversation, newest first, before the cursor (:at, :rank, :before): their messages (rank 0) and
+-- our deliveries to them (rank 1: announcements with their text or template preview, bot and operator replies).
+-- Ordered by when each entered the conversation (received; queued), which never changes, so pages neither overlap
+-- nor skip while a delivery is being sent. Each side is cut to :n before the two are merged.
+SELECT c.direction, c.id, c.sort_at, c.rank, c.kind, c.type, c.text, c.announcement_id, c.status, c.at
+FROM (
+  (SELECT 'in' AS direction, m.id, m.received_at AS sort_at, 0 AS rank, 'message' AS kind, m.type, m.text,
+          m.announcement_id, CAST(NULL AS text) AS status, m.received_at AS at
+   FROM inbound_message m
+   WHERE m.employee_id = :id AND m.employer_id = :e
+     AND (CAST(:at AS timestamptz) IS NULL
+          OR (m.received_at, 0, m.id) < (CAST(:at AS timestamptz), CAST(:rank AS integer), CAST(:before AS bigint)))
+   ORDER BY m.received_at DESC, m.id DESC
+   LIMIT :n)
+  UNION ALL
+  (SELECT 'out', d.id, d.created_at, 1, d.kind, CAST(NULL AS text), COALESCE(a.message, d.body), d.announcement_id,
+          d.status, COALESCE(d.sent_at, d.created_at)
+   FROM delivery d LEFT JOIN announcement a ON a.id = d.announcement_id
+   WHERE d.employee_id = :id AND d.employer_id = :e
+     AND (CAST(:at AS timestamptz) IS NULL
+          OR (d.created_at, 1, d.id) < (CAST(:at AS timestamptz), CAST(:rank AS integer), CAST(:before AS bigint)))
+   ORDER BY d.created_at DESC, d.id DESC
+   LIMIT :n)
+) c
+ORDER BY c.sort_at DESC, c.rank DESC, c.id DESC
+LIMIT :n;
+
+-- name: operator_reply_get
+-- An operator reply as just queued (the answer to POST /employees/{id}/messages).
+SELECT id, kind, body AS text, status, created_at AS at FROM delivery WHERE reply_key = :reply_key;
 
 
 -- ---------------------------------------------------------------------------------------------------------
@@ -863,6 +1109,17 @@ INSERT INTO api_token (employer_id, token_hash, label) VALUES (:e, :h, :l);
 
 -- name: token_exists
 SELECT 1 FROM api_token WHERE employer_id = :e AND token_hash = :h AND revoked_at IS NULL;
+
+-- name: token_list
+-- What `jem-bot token list` shows: never the hash.
+SELECT id, label, created_at, last_used_at, revoked_at FROM api_token WHERE employer_id = :e ORDER BY id;
+
+-- name: token_revoke
+-- The lookup (`token_lookup`) skips a revoked token from the commit on. No row: unknown, or already revoked.
+UPDATE api_token SET revoked_at = now() WHERE id = :id AND revoked_at IS NULL RETURNING id, label, revoked_at;
+
+-- name: token_revoked_at
+SELECT revoked_at FROM api_token WHERE id = :id;
 
 -- name: demo_employee
 -- The demo's people are added once; a re-run changes nothing an operator edited.
@@ -992,3 +1249,136 @@ GROUP BY error_code ORDER BY n DESC, error_code;
 
 -- name: employer_language
 SELECT language FROM employer WHERE id = :e;
+
+
+-- ---------------------------------------------------------------------------------------------------------
+-- Erasure (bot/employees/erasure.py, docs/architecture.md#erasure) and opt-outs kept by a keyed hash
+-- (bot/optouts.py).
+
+-- name: erase_lock
+-- The employee, locked: a PATCH, an upsert or a webhook's opt-out of this row waits for the erasure, or the
+-- erasure for it. An erased employee is not found (erasing twice is a 404).
+SELECT id, phone, opted_out_at FROM employee
+WHERE id = :id AND employer_id = :e AND erased_at IS NULL
+FOR UPDATE;
+
+-- name: erase_user_ids
+-- The business-scoped user ids ever learned for the employee (their raw webhook events are scrubbed by them).
+SELECT DISTINCT user_id FROM employee_user_id WHERE employee_id = :id
+UNION
+SELECT DISTINCT recipient_user_id FROM delivery WHERE employee_id = :id AND recipient_user_id IS NOT NULL;
+
+-- name: erase_cancel_pending
+-- What waits for the employee (announcements and replies alike) is cancelled; locked in id order as every
+-- ledger statement does. A claim that already took a row holds its lock: this waits, then finds it `sending`
+-- (in flight: it finishes) and leaves it. The claim looks at the employee again, so a row fanned out from a
+-- snapshot taken before the erasure committed is skipped (`erased`), never sent.
+WITH waiting AS (
+  SELECT id FROM delivery WHERE employee_id = :id AND status = 'pending' ORDER BY id FOR UPDATE
+)
+UPDATE delivery d SET status = 'cancelled', cancelled_at = now(), updated_at = now()
+FROM waiting w
+WHERE d.id = w.id AND d.status = 'pending';
+
+-- name: erase_deliveries
+-- The ledger rows stay (every count is unchanged) without what they said to, or knew about, the person: the
+-- text and interactive body of replies addressed to them, their user id, and Meta's message ids (a wamid
+-- encodes the recipient's number). Returns the wamids, so their webhook events can be scrubbed too.
+WITH hit AS (
+  SELECT id, wamid FROM delivery WHERE employee_id = :id ORDER BY id FOR UPDATE
+),
+scrubbed AS (
+  UPDATE delivery d SET
+    body = CASE WHEN d.kind = 'announcement' THEN d.body END,
+    payload = CASE WHEN d.kind = 'announcement' THEN d.payload END,
+    recipient_user_id = NULL, wamid = NULL, updated_at = now()
+  FROM hit h
+  WHERE d.id = h.id
+)
+SELECT wamid FROM hit WHERE wamid IS NOT NULL;
+
+-- name: erase_inbound
+-- Their messages keep their place (type, time, the announcement they answered) without their content: the
+-- messages filed as theirs, those to this employer from their number or user ids, and those filed with nobody
+-- from their number when no other employer's employee has it (someone else's, otherwise). The wamid gives
+-- way to a placeholder (a wamid encodes the sender's number). Returns the old wamids.
+WITH hit AS (
+  SELECT m.id, m.wamid FROM inbound_message m
+  WHERE m.employee_id = :id
+     OR (m.employer_id = :e AND (m.from_phone = :phone OR m.from_user_id = ANY(CAST(:uids AS text[]))))
+     OR (m.employer_id IS NULL AND (m.from_phone = :phone OR m.from_user_id = ANY(CAST(:uids AS text[])))
+         AND NOT EXISTS (SELECT 1 FROM employee o WHERE o.phone = :phone AND o.id <> :id))
+  ORDER BY m.id
+  FOR UPDATE
+),
+scrubbed AS (
+  UPDATE inbound_message m SET
+    text = NULL, payload = NULL, from_phone = NULL, from_user_id = NULL, context_wamid = NULL,
+    wamid = 'erased:' || m.id
+  FROM hit h
+  WHERE m.id = h.id
+)
+SELECT wamid FROM hit WHERE wamid NOT LIKE 'erased:%';
+
+-- name: erase_webhook_events
+-- Meta's raw events (kept 8 days for dedup) lose their payload when they are about the person: those keyed by
+-- the wamids of their messages and our sends to them, and any whose payload carries their number (as Meta
+-- writes it: digits, no +) or one of their user ids. The keys stay, so a redelivery is still recognised.
+UPDATE webhook_event w SET payload = NULL
+WHERE w.payload IS NOT NULL AND (
+  EXISTS (SELECT 1 FROM unnest(CAST(:wamids AS text[])) AS x(wamid)
+          WHERE w.key = 'msg:' || x.wamid OR left(w.key, length(x.wamid) + 4) = 'st:' || x.wamid || ':')
+  OR strpos(CAST(w.payload AS text), :digits) > 0
+  OR EXISTS (SELECT 1 FROM unnest(CAST(:uids AS text[])) AS u(uid) WHERE strpos(CAST(w.payload AS text), u.uid) > 0)
+);
+
+-- name: erase_identity
+-- The user ids learned for them, Meta's announcements of their changed number or user id, and their answers to
+-- "which employer is your message for?" given to this employer.
+WITH ids AS (DELETE FROM employee_user_id WHERE employee_id = :id),
+changes AS (DELETE FROM identity_change WHERE employee_id = :id)
+DELETE FROM employer_choice
+WHERE employer_id = :e AND (phone = :phone OR user_id = ANY(CAST(:uids AS text[])));
+
+-- name: erase_employee
+-- The tombstone the ledger keeps pointing at: no name, no number (a placeholder no real number can equal,
+-- which keeps the employer's numbers unique and NOT NULL), no tags or language, inactive. `opted_out_at`
+-- stays: a timestamp that says nothing about who, and why their old rows were skipped.
+UPDATE employee SET
+  name = '', phone = 'erased:' || id, tags = '{}', language = NULL, active = false,
+  deactivated_at = COALESCE(deactivated_at, now()), erased_at = now(), updated_at = now()
+WHERE id = :id
+RETURNING erased_at;
+
+-- name: opt_out_hash_remember
+-- Their opt-out, kept as the keyed hash of the number (the first one stays: it says since when).
+INSERT INTO opt_out_hash (employer_id, phone_hash) VALUES (:e, :h)
+ON CONFLICT (employer_id, phone_hash) DO NOTHING;
+
+-- name: opt_out_hash_restore
+-- Employees of the employer who have one of these numbers (:hashes their keyed hashes) and whose number an erased
+-- employee had opted out of: opted out again, since then. The hash goes: the opt-out lives on the employee again.
+WITH v AS (
+  SELECT * FROM unnest(CAST(:phones AS text[]), CAST(:hashes AS bytea[])) AS v(phone, h)
+),
+kept AS (
+  DELETE FROM opt_out_hash o USING v
+  WHERE o.employer_id = :e AND o.phone_hash = v.h
+    AND EXISTS (SELECT 1 FROM employee e WHERE e.employer_id = :e AND e.phone = v.phone AND e.erased_at IS NULL)
+  RETURNING v.phone, o.opted_out_at
+)
+UPDATE employee e SET opted_out_at = COALESCE(e.opted_out_at, k.opted_out_at), updated_at = now()
+FROM kept k
+WHERE e.employer_id = :e AND e.phone = k.phone;
+
+-- name: opt_out_hash_forget
+-- START from the number: the opt-outs kept by its hash at the employers the number written to serves (:own, an
+-- employer's own number; NULL, the shared one: every employer without an own number) end.
+DELETE FROM opt_out_hash o
+WHERE o.phone_hash = :h
+  AND (o.employer_id = CAST(:own AS bigint)
+       OR (CAST(:own AS bigint) IS NULL AND NOT EXISTS (SELECT 1 FROM sender s WHERE s.employer_id = o.employer_id)));
+
+-- name: opt_out_hash_any
+-- Does any kept opt-out exist? Then JEM_SECRET_KEY is needed to match it (bot/runtime.py refuses to start).
+SELECT EXISTS (SELECT 1 FROM opt_out_hash);

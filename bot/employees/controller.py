@@ -13,9 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import contracts
 from bot.auth import Principal
-from bot.employees import service
+from bot.employees import erasure, service
 from bot.errors import ProblemOperation, problems
+from bot.optouts import PhoneHasher
 from bot.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, next_cursor
+from bot.state import AppState
 
 
 class ImportBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -51,10 +53,12 @@ class EmployeeController(Controller):
     async def create(
         self,
         data: JSONBody[contracts.EmployeeIn],
+        state: AppState,
         principal: NamedDependency[Principal],
         db_session: NamedDependency[AsyncSession],
     ) -> Response[contracts.Employee]:
-        employee, created = await service.upsert(db_session, principal.employer_id, data)
+        hasher = PhoneHasher.from_secret(state.settings.secret_key)
+        employee, created = await service.upsert(db_session, principal.employer_id, data, hasher=hasher)
         await db_session.commit()
         return Response(employee, status_code=201 if created else 200)
 
@@ -72,10 +76,12 @@ class EmployeeController(Controller):
     async def import_employees(
         self,
         data: JSONBody[ImportBody],
+        state: AppState,
         principal: NamedDependency[Principal],
         db_session: NamedDependency[AsyncSession],
     ) -> contracts.ImportResult:
-        result = await service.import_all(db_session, principal.employer_id, data.employees)
+        hasher = PhoneHasher.from_secret(state.settings.secret_key)
+        result = await service.import_all(db_session, principal.employer_id, data.employees, hasher=hasher)
         await db_session.commit()
         return result
 
@@ -142,26 +148,52 @@ class EmployeeController(Controller):
         self,
         employee_id: FromPath[int],
         data: JSONBody[contracts.EmployeePatch],
+        state: AppState,
         principal: NamedDependency[Principal],
         db_session: NamedDependency[AsyncSession],
     ) -> contracts.Employee:
-        employee = await service.patch(db_session, principal.employer_id, employee_id, data)
+        hasher = PhoneHasher.from_secret(state.settings.secret_key)
+        employee = await service.patch(db_session, principal.employer_id, employee_id, data, hasher=hasher)
         await db_session.commit()
         return employee
 
     @delete(
         "/{employee_id:int}",
+        status_code=200,
         operation_id="DeactivateEmployee",
-        summary="Deactivate an employee",
-        description="The employee stops receiving announcements; their delivery history is kept.",
-        responses=problems(401, 404),
+        summary="Deactivate an employee, or erase their personal data",
+        description="Without `erase` (or `erase=false`): the employee stops receiving announcements; their "
+        "delivery history is kept (204). With `erase=true` (POPIA/GDPR): their name, number, tags, language, "
+        "message texts and the raw webhook events about them are removed, and nothing waiting for them is sent; "
+        "their ledger rows stay anonymised, so every announcement's counts are unchanged, and an opt-out survives "
+        "as a keyed hash of the number (200). An erased employee is not found from then on (erasing again: 404).",
+        responses={
+            200: ResponseSpec(contracts.Erased, description="Erased (`erase=true`)"),
+            204: ResponseSpec(None, description="Deactivated"),
+            **problems(
+                401,
+                404,
+                (409, "The employee opted out and the server has no JEM_SECRET_KEY to keep that opt-out with"),
+                (422, "`erase` is not true or false"),
+            ),
+        },
         operation_class=ProblemOperation,
     )
     async def deactivate_employee(
         self,
         employee_id: FromPath[int],
+        state: AppState,
         principal: NamedDependency[Principal],
         db_session: NamedDependency[AsyncSession],
-    ) -> None:
-        await service.deactivate(db_session, principal.employer_id, employee_id)
+        erase: Annotated[
+            bool, QueryParameter(description="true: erase the employee's personal data instead of deactivating")
+        ] = False,
+    ) -> Response[contracts.Erased | None]:
+        if not erase:
+            await service.deactivate(db_session, principal.employer_id, employee_id)
+            await db_session.commit()
+            return Response(None, status_code=204)
+        hasher = PhoneHasher.from_secret(state.settings.secret_key)
+        erased_at = await erasure.erase(db_session, hasher, principal.employer_id, employee_id)
         await db_session.commit()
+        return Response(contracts.Erased(id=employee_id, erased_at=erased_at), status_code=200)

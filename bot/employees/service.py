@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import contracts
 from bot.db.queries import query
 from bot.errors import ConflictError, NotFoundError, ValidationFailedError, from_msgspec_error
+from bot.optouts import PhoneHasher, restore
 from bot.pagination import MAX_ID
 from bot.phones import InvalidPhoneError, normalise_phone
 from bot.templates.catalogue import normalise_language
@@ -72,6 +73,7 @@ async def _upsert_rows(
     rows: list[dict[str, object]],
     languages: dict[str, str | None],
     name_field: Callable[[str], str],
+    hasher: PhoneHasher | None,
 ) -> list[tuple[int, bool]]:
     """Rows hold only the fields sent (see employee_upsert): one without `name` or `tags` keeps the employee's.
     ``languages``: phone → language for the rows that sent one (the others keep theirs).
@@ -96,6 +98,8 @@ async def _upsert_rows(
     if languages:
         params = {"e": employer_id, "phones": list(languages), "languages": list(languages.values())}
         await session.execute(query("employee_languages"), params)
+    # A number someone erased had opted out of comes back opted out: nobody who said STOP is messaged again.
+    await restore(session, hasher, employer_id, [r.phone for r in upserted])
     return found
 
 
@@ -121,7 +125,7 @@ def _row(phone: str, data: contracts.EmployeeIn) -> dict[str, object]:
 
 
 async def upsert(
-    session: AsyncSession, employer_id: int, data: contracts.EmployeeIn
+    session: AsyncSession, employer_id: int, data: contracts.EmployeeIn, *, hasher: PhoneHasher | None
 ) -> tuple[contracts.Employee, bool]:
     # Report every invalid field at once, not just the first.
     errors: list[contracts.FieldError] = []
@@ -143,11 +147,13 @@ async def upsert(
     if errors:
         raise ValidationFailedError.many(errors)
     row = _row(phone, data)
-    [(employee_id, created)] = await _upsert_rows(session, employer_id, [row], languages, lambda _: "name")
+    [(employee_id, created)] = await _upsert_rows(session, employer_id, [row], languages, lambda _: "name", hasher)
     return await get(session, employer_id, employee_id), created
 
 
-async def import_all(session: AsyncSession, employer_id: int, raw_rows: Sequence[object]) -> contracts.ImportResult:
+async def import_all(
+    session: AsyncSession, employer_id: int, raw_rows: Sequence[object], *, hasher: PhoneHasher | None
+) -> contracts.ImportResult:
     if len(raw_rows) > contracts.MAX_IMPORT_ROWS:
         raise ValidationFailedError.one("employees", f"at most {contracts.MAX_IMPORT_ROWS} rows per import")
     errors: list[contracts.FieldError] = []
@@ -197,7 +203,7 @@ async def import_all(session: AsyncSession, employer_id: int, raw_rows: Sequence
     def name_field(phone: str) -> str:
         return f"employees[{first_index[phone]}].name"
 
-    results = await _upsert_rows(session, employer_id, rows, languages, name_field) if rows else []
+    results = await _upsert_rows(session, employer_id, rows, languages, name_field, hasher) if rows else []
     created = sum(1 for _, was_created in results if was_created)
     return contracts.ImportResult(created=created, updated=len(results) - created)
 
@@ -246,7 +252,12 @@ async def list_page(
 
 
 async def patch(
-    session: AsyncSession, employer_id: int, employee_id: int, data: contracts.EmployeePatch
+    session: AsyncSession,
+    employer_id: int,
+    employee_id: int,
+    data: contracts.EmployeePatch,
+    *,
+    hasher: PhoneHasher | None,
 ) -> contracts.Employee:
     _in_range(employee_id)
     params: dict[str, Any] = {
@@ -282,6 +293,10 @@ async def patch(
         raise ConflictError("another employee of this employer already has that phone number") from None
     if row is None:
         raise NotFoundError(f"employee {employee_id} not found")
+    if params["set_phone"] and hasher is not None:
+        # A number someone erased had opted out of: this employee comes back opted out (bot/optouts.py).
+        await restore(session, hasher, employer_id, [params["phone"]])
+        return await get(session, employer_id, employee_id)
     return to_contract(row)
 
 

@@ -25,16 +25,24 @@ async def fan_out_due(sessionmaker: async_sessionmaker[AsyncSession], *, limit: 
             # transaction (and this for the change), so no row is left waiting for a number that is gone.
             await s.execute(query("employer_lock_share"), {"e": row.employer_id})
             aud = row.audience or {}
-            inserted = await s.execute(
-                query("fan_out_insert"),
-                {
-                    "aid": aid,
-                    "eid": row.employer_id,
-                    "all_": bool(aud.get("all")),
-                    "tags": list(aud["tags"]) if aud.get("tags") else None,
-                    "ids": [int(i) for i in aud["employee_ids"]] if aud.get("employee_ids") else None,
-                },
-            )
+            if row.reminder_of is not None:
+                # A reminder's audience is decided now, not when it was created: whoever acknowledged meanwhile
+                # is left out (docs/api.md#reminders).
+                inserted = await s.execute(
+                    query("reminder_fan_out_insert"),
+                    {"aid": aid, "eid": row.employer_id, "original": row.reminder_of},
+                )
+            else:
+                inserted = await s.execute(
+                    query("fan_out_insert"),
+                    {
+                        "aid": aid,
+                        "eid": row.employer_id,
+                        "all_": bool(aud.get("all")),
+                        "tags": list(aud["tags"]) if aud.get("tags") else None,
+                        "ids": [int(i) for i in aud["employee_ids"]] if aud.get("employee_ids") else None,
+                    },
+                )
             await s.execute(query("fan_out_start"), {"id": aid})
             done += 1
         # After commit: an operator watching the log learns the audience was frozen, and how large it was.

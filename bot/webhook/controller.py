@@ -21,6 +21,7 @@ from bot.errors import (
     UnauthorizedError,
     problems,
 )
+from bot.optouts import PhoneHasher
 from bot.state import AppState
 from bot.webhook import service
 from bot.webhook.payloads import Envelope, decode_envelope
@@ -59,7 +60,8 @@ async def _store(state: AppState, envelope: Envelope) -> None:
                     await service.store_statuses(conn, state.metrics, body)
             else:
                 async with state.sessionmaker() as session:
-                    await service.process(session, state.metrics, body)
+                    hasher = PhoneHasher.from_secret(state.settings.secret_key)
+                    await service.process(session, state.metrics, body, hasher=hasher)
                     await session.commit()
             return
         except (DBAPIError, asyncpg.PostgresError) as exc:

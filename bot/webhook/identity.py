@@ -14,6 +14,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.queries import query
+from bot.optouts import PhoneHasher, restore
 from bot.phones import InvalidPhoneError, from_wa_id, normalise_phone, user_id
 from bot.webhook.payloads import Message
 
@@ -25,7 +26,13 @@ async def learn_from_message(session: AsyncSession, *, phone: str, user_id: str,
 
 
 async def system_message(
-    session: AsyncSession, msg: Message, *, phone: str | None, user_id: str | None, phone_number_id: str | None
+    session: AsyncSession,
+    msg: Message,
+    *,
+    phone: str | None,
+    user_id: str | None,
+    phone_number_id: str | None,
+    hasher: PhoneHasher | None,
 ) -> None:
     """`user_changed_number` and `user_changed_user_id`: the sender is who they were; the system part says who
     they are now."""
@@ -41,10 +48,12 @@ async def system_message(
     if system.type == "user_changed_number":
         new_phone = _phone(system.wa_id)
         if new_phone is not None:
-            changed = list(
-                (await session.execute(query("employee_change_phone"), {"ids": ids, "new": new_phone})).scalars()
-            )
+            moved = (await session.execute(query("employee_change_phone"), {"ids": ids, "new": new_phone})).all()
+            changed = [r.id for r in moved]
             await _record(session, changed, "number", phone, new_phone, msg.id)
+            # A number someone erased had opted out of, at that employer: the employee comes back opted out.
+            for employer_id in sorted({r.employer_id for r in moved}):
+                await restore(session, hasher, employer_id, [new_phone])
             if len(changed) < len(ids):
                 log.warning("%d employee(s) kept their old number: another employee of their employer has the new one",
                             len(ids) - len(changed))  # fmt: skip

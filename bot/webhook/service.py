@@ -25,6 +25,7 @@ from bot.ledger.statuses import (
 )
 from bot.ledger.tracker import Tracker
 from bot.metrics import Metrics
+from bot.optouts import PhoneHasher, forget
 from bot.phones import from_wa_id, user_id
 from bot.webhook import identity, routing
 from bot.webhook.payloads import Envelope, Message, Status
@@ -158,8 +159,9 @@ async def store_statuses(conn: asyncpg.Connection, metrics: Metrics, body: Body)
     _log_unmatched(applied)
 
 
-async def process(session: AsyncSession, metrics: Metrics, body: Body) -> None:
+async def process(session: AsyncSession, metrics: Metrics, body: Body, *, hasher: PhoneHasher | None = None) -> None:
     """Any other body, in the caller's transaction (the caller commits: the 200 goes out only after that).
+    ``hasher``: opt-outs kept by a keyed hash of the number (bot/optouts.py); None without JEM_SECRET_KEY.
 
     Statuses first (their keys, then their deliveries), then every other event's key in one sorted insert, then
     the new messages in key order: two bodies with the same events in any order lock rows in the same order.
@@ -178,10 +180,10 @@ async def process(session: AsyncSession, metrics: Metrics, body: Body) -> None:
     flags = _tally(metrics, [(e.kind, e.key) for e in body.others], new)
     fresh = [e for e, is_new in zip(body.others, flags, strict=True) if is_new and e.typed is not None]
     for event in sorted(fresh, key=lambda e: e.key):
-        await _message(session, event)
+        await _message(session, event, hasher)
 
 
-async def _message(session: AsyncSession, event: _Event) -> None:
+async def _message(session: AsyncSession, event: _Event, hasher: PhoneHasher | None) -> None:
     msg = event.typed
     if not isinstance(msg, Message) or not msg.id:
         return
@@ -191,7 +193,9 @@ async def _message(session: AsyncSession, event: _Event) -> None:
     if phone is None and uid is None:
         return
     if msg.type == "system":
-        await identity.system_message(session, msg, phone=phone, user_id=uid, phone_number_id=event.phone_number_id)
+        await identity.system_message(
+            session, msg, phone=phone, user_id=uid, phone_number_id=event.phone_number_id, hasher=hasher
+        )
         return
     if phone is not None and uid is not None:
         # The message names both: proof that this user id is the person with this number.
@@ -225,7 +229,7 @@ async def _message(session: AsyncSession, event: _Event) -> None:
     if chosen is not None:
         await _chosen(session, msg, who, chosen)
     elif action is not None:
-        await _keyword(session, msg, who, filed, action)
+        await _keyword(session, msg, who, filed, action, hasher)
     elif filed.held and not await routing.asked_before(session, who, msg.id):
         asked = who.in_scope[0]
         await queue_reply(
@@ -259,7 +263,12 @@ def keyword(msg: Message) -> str | None:
 
 
 async def _keyword(
-    session: AsyncSession, msg: Message, who: routing.Sender, filed: routing.Filing, action: str
+    session: AsyncSession,
+    msg: Message,
+    who: routing.Sender,
+    filed: routing.Filing,
+    action: str,
+    hasher: PhoneHasher | None,
 ) -> None:
     """STOP and START apply at every employer the number written to serves: an employer's own number, that
     employer alone; the shared number, every employer on it the person works for. The answer goes out once."""
@@ -270,6 +279,9 @@ async def _keyword(
         await session.execute(query("employee_opt_out"), {"ids": ids})
     elif action == "start":
         await session.execute(query("employee_opt_in"), {"ids": ids})
+        if who.phone is not None:
+            # Someone erased after a STOP is no employee any more: their opt-out, kept by hash, ends here too.
+            await forget(session, hasher, who.phone, who.own_employer)
     person = who.at(filed.employer_id) if filed.employer_id is not None else None
     answered = person or (who.in_scope[0] if who.in_scope else None)
     if answered is None:

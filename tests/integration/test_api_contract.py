@@ -163,9 +163,11 @@ async def test_every_operation_answers_as_its_document_says(
     api = Api(client, contract, tenant)
     await _public(api, settings)
     await _sender(api, contract, make_tenant, settings)
-    await _employees(api)
+    await _employees(api, db)
     await _announcements(api, db, tenant)
+    await _reminders(api, db, tenant)
     await _inbox_and_webhook(api, db, tenant)
+    await _conversations(api, db, tenant)
     await _templates_and_media(api, settings)
     gaps = contract.missing()
     assert not gaps, "not exercised (add a call, or drop the status from the document):\n" + "\n".join(gaps)
@@ -206,7 +208,7 @@ async def _sender(api: Api, contract: Contract, make_tenant: MakeTenant, setting
     await api("DELETE", "/sender", 401, auth=False)
 
 
-async def _employees(api: Api) -> None:
+async def _employees(api: Api, db: Db) -> None:
     one = "/employees/{employee_id}"
     created = await api("POST", "/employees", 201, json={"phone": "+27 82 555 0001", "name": "Thandi", "tags": ["a"]})
     await api("POST", "/employees", 200, json={"phone": "+27825550001", "name": "Thandi M."})
@@ -249,6 +251,14 @@ async def _employees(api: Api) -> None:
     await api("DELETE", one, 204, ids={"employee_id": other_id})
     await api("DELETE", one, 401, auth=False, ids={"employee_id": other_id})
     await api("DELETE", one, 404, ids={"employee_id": 999_999})
+    await api("DELETE", one, 422, ids={"employee_id": other_id}, query={"erase": "maybe"})
+    # Erasing someone who opted out keeps their opt-out by a hash keyed with JEM_SECRET_KEY; this server has none.
+    async with db() as session, session.begin():
+        await session.execute(text("UPDATE employee SET opted_out_at = now() WHERE id = :e"), {"e": employee_id})
+    await api("DELETE", one, 409, ids={"employee_id": employee_id}, query={"erase": "true"})
+    erased = await api("DELETE", one, 200, ids={"employee_id": other_id}, query={"erase": "true"})
+    assert erased.json()["id"] == other_id
+    await api("DELETE", one, 404, ids={"employee_id": other_id}, query={"erase": "true"})
 
 
 async def _announcements(api: Api, db: Db, tenant: Tenant) -> None:
@@ -297,6 +307,13 @@ async def _announcements(api: Api, db: Db, tenant: Tenant) -> None:
     await api("GET", deliveries, 401, auth=False, ids={"announcement_id": ann})
     await api("GET", deliveries, 404, ids={"announcement_id": 999_999})
 
+    export = one + "/deliveries.csv"
+    exported = await api("GET", export, 200, ids={"announcement_id": ann}, query={"phones": "full"})
+    assert exported.text.count("\r\n") == 3  # the header and the two deliveries
+    await api("GET", export, 422, ids={"announcement_id": ann}, query={"phones": "all"})
+    await api("GET", export, 401, auth=False, ids={"announcement_id": ann})
+    await api("GET", export, 404, ids={"announcement_id": 2**63})
+
     timeline = one + "/timeline"
     if ("GET", timeline) in api.contract.operations():
         await api("GET", timeline, 200, ids={"announcement_id": ann})
@@ -326,6 +343,33 @@ async def _announcements(api: Api, db: Db, tenant: Tenant) -> None:
     await api("POST", resend, 409, ids={"announcement_id": ann})
 
 
+async def _reminders(api: Api, db: Db, tenant: Tenant) -> None:
+    remind, audience = "/announcements/{announcement_id}/remind", "/announcements/{announcement_id}/reminder-audience"
+    async with db() as s, s.begin():
+        emp = await s.scalar(
+            text("INSERT INTO employee (employer_id, phone, name) VALUES (:e, '+27829990001', 'R') RETURNING id"),
+            {"e": tenant.employer_id},
+        )
+    later = {"message": "Later", "send_time": "2099-12-01T09:00:00Z"}
+    scheduled = (await api("POST", "/announcements", 201, json=later)).json()["id"]
+    sent = (await api("POST", "/announcements", 201, json=later)).json()["id"]
+    async with db() as s, s.begin():
+        await s.execute(text("UPDATE announcement SET status = 'completed' WHERE id = :a"), {"a": sent})
+    await deliver(db, tenant.employer_id, sent, [(emp, "delivered", {})])
+    ids = {"announcement_id": sent}
+    assert (await api("GET", audience, 200, ids=ids)).json() == {"count": 1}
+    await api("GET", audience, 401, auth=False, ids=ids)
+    await api("GET", audience, 404, ids={"announcement_id": 999_999_999})
+    shown = (await api("POST", remind, 201, ids=ids, json={})).json()
+    assert shown["reminder_of"] == sent
+    await api("POST", remind, 400, ids=ids, content=MALFORMED, headers=JSON_HEADERS)
+    await api("POST", remind, 401, auth=False, ids=ids, json={})
+    await api("POST", remind, 404, ids={"announcement_id": 999_999_999}, json={})
+    await api("POST", remind, 409, ids={"announcement_id": scheduled}, json={})
+    await api("POST", remind, 413, ids=ids, content=OVER_8_MIB, headers=JSON_HEADERS)
+    await api("POST", remind, 422, ids=ids, json={"send_time": "tomorrow"})
+
+
 async def _inbox_and_webhook(api: Api, db: Db, tenant: Tenant) -> None:
     verify = {"hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "c1"}
     assert (await api("GET", WEBHOOK, 200, auth=False, query=verify)).text == "c1"
@@ -344,6 +388,47 @@ async def _inbox_and_webhook(api: Api, db: Db, tenant: Tenant) -> None:
     assert [m["text"] for m in inbox.json()["items"]] == ["Got it, thanks"]
     await api("GET", "/messages", 422, query={"limit": "0"})
     await api("GET", "/messages", 401, auth=False)
+
+
+async def _conversations(api: Api, db: Db, tenant: Tenant) -> None:
+    """`_inbox_and_webhook` left an employee who just wrote: inside the 24-hour window."""
+    one = "/employees/{employee_id}/messages"
+    async with db() as session:
+        wrote = (
+            await session.execute(text("SELECT employee_id FROM inbound_message WHERE wamid = 'wamid.CONTRACT-REPLY'"))
+        ).scalar_one()
+        silent = (
+            await session.execute(
+                text("SELECT id FROM employee WHERE employer_id = :e AND id <> :w ORDER BY id LIMIT 1"),
+                {"e": tenant.employer_id, "w": wrote},
+            )
+        ).scalar_one()
+    ids = {"employee_id": wrote}
+    replied = await api("POST", one, 202, ids=ids, json={"text": "Thanks, noted."})
+    assert replied.json()["status"] == "pending"
+    keyed = {"Idempotency-Key": "contract-reply"}
+    await api("POST", one, 202, ids=ids, json={"text": "Once."}, headers=keyed)
+    assert (await api("POST", one, 202, ids=ids, json={"text": "Once."}, headers=keyed)).headers[
+        "idempotent-replayed"
+    ] == "true"
+    await api("POST", one, 400, ids=ids, content=MALFORMED, headers=JSON_HEADERS)
+    await api("POST", one, 401, auth=False, ids=ids, json={"text": "x"})
+    await api("POST", one, 404, ids={"employee_id": 999_999}, json={"text": "x"})
+    await api("POST", one, 409, ids={"employee_id": silent}, json={"text": "Hello?"})
+    await api("POST", one, 413, ids=ids, content=OVER_8_MIB, headers=JSON_HEADERS)
+    await api("POST", one, 422, ids=ids, json={"text": "   "})
+
+    conversation = await api("GET", one, 200, ids=ids, query={"limit": "2"})
+    assert conversation.json()["window_open"] is True
+    assert conversation.json()["next_cursor"] is not None
+    await api("GET", one, 200, ids=ids, query={"cursor": conversation.json()["next_cursor"]})
+    await api("GET", one, 401, auth=False, ids=ids)
+    await api("GET", one, 404, ids={"employee_id": 2**70})
+    await api("GET", one, 422, ids=ids, query={"cursor": "not-ours"})
+
+    answered = await api("GET", "/messages", 200, query={"employee_id": str(wrote), "acknowledgements": "false"})
+    assert [m["answered"] for m in answered.json()["items"]] == [True]
+    await api("GET", "/messages", 422, query={"employee_id": "abc"})
 
 
 WABA_ID = "400000000000004"

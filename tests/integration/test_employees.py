@@ -489,7 +489,7 @@ async def test_concurrent_overlapping_imports_do_not_deadlock(
 
     async def run(batch: list[object]) -> tuple[int, int]:
         async with db() as session:
-            result = await service.import_all(session, tenant.employer_id, batch)
+            result = await service.import_all(session, tenant.employer_id, batch, hasher=None)
             await session.commit()
             return result.created, result.updated
 

@@ -1,0 +1,147 @@
+"""Conversations end to end: `jem-bot serve` (its dispatcher) and `jem-bot simulator --enforce-window`.
+
+- A simulated employee writes; the operator sees it in the conversation and replies through the API, twice with the
+  same Idempotency-Key; the simulator receives exactly one text message, to that phone, from the shared number.
+- Once their last message is 25 hours old (moved back in the database: no waiting a day), the API refuses a reply
+  with 409 and queues nothing; so it does for an employee who never wrote. The simulator, which enforces the
+  window as Meta does, is never asked to send outside it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from tests.acceptance.test_usernames import poll, start
+from tests.conftest import APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, MakeTenant
+from tests.integration.test_cli import free_port
+
+pytestmark = pytest.mark.slow
+
+PHONE = "+27871000001"
+SILENT = "+27871000002"
+REPLY = "Yes, you may leave at 15:00."
+
+
+@pytest.fixture
+async def running(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[str, str]]:
+    api_port, sim_port = free_port(), free_port()
+    api, sim = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WHATSAPP_", "JEM_", "DATABASE_URL"))}
+    env |= {
+        "DATABASE_URL": database_url,
+        "JEM_DATA_DIR": str(tmp_path / "jem"),
+        "WHATSAPP_API_URL": f"{sim}/v23.0",
+        "WHATSAPP_ACCESS_TOKEN": "conversations-token",
+        "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
+        "WHATSAPP_APP_SECRET": APP_SECRET,
+        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
+        "JEM_WORKERS": "1",
+    }
+    logs = tmp_path / "logs.txt"
+    sim_args = ["--port", str(sim_port), "--webhook", f"{api}/webhooks/whatsapp", "--ack-rate", "0",
+                "--reply-rate", "0", "--stop-rate", "0", "--username-rate", "0", "--status-delay", "0.01",
+                "--enforce-window"]  # fmt: skip
+    procs = start(env, logs, ["simulator", *sim_args], ["serve", "--port", str(api_port)])
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+
+            async def up() -> bool:
+                try:
+                    codes = [(await http.get(u)).status_code for u in (f"{api}/health", f"{sim}/_simulator/stats")]
+                except httpx.HTTPError:
+                    return False
+                return codes == [200, 200]
+
+            await poll("serve and the simulator", up)
+        yield api, sim
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except Exception:
+                proc.kill()
+
+
+async def test_an_employee_writes_the_operator_replies_once_and_not_outside_the_window(
+    running: tuple[str, str], make_tenant: MakeTenant, db: Any
+) -> None:
+    api, sim = running
+    tenant = await make_tenant("acme", "Acme Ltd")
+    async with httpx.AsyncClient(timeout=10, headers=tenant.headers) as http:
+
+        async def texts_to(phone: str) -> list[dict[str, Any]]:
+            recipients = (await http.get(f"{sim}/_simulator/sends")).json()["recipients"]
+            return [m for r in recipients if r["recipient"] == phone.lstrip("+") for m in r["messages"]]
+
+        async def conversation(employee_id: int) -> dict[str, Any]:
+            answer = await http.get(f"{api}/employees/{employee_id}/messages")
+            assert answer.status_code == 200, answer.text
+            shown: dict[str, Any] = answer.json()
+            return shown
+
+        people = {"employees": [{"phone": PHONE, "name": "Thandi"}, {"phone": SILENT, "name": "Sipho"}]}
+        assert (await http.post(f"{api}/employees/import", json=people)).status_code == 200
+        listed = (await http.get(f"{api}/employees")).json()["items"]
+        ids = {e["phone"]: e["id"] for e in listed}
+        thandi, sipho = ids[PHONE], ids[SILENT]
+
+        # --- the employee writes; the operator sees it ----------------------------------------------------------
+        wrote = await http.post(f"{sim}/_simulator/inbound", json={"phone": PHONE, "text": "Can I leave early?"})
+        assert wrote.status_code == 200, wrote.text
+        shown = await conversation(thandi)
+        assert [(i["direction"], i["text"]) for i in shown["items"]] == [("in", "Can I leave early?")]
+        assert shown["window_open"] is True
+        inbox = (await http.get(f"{api}/messages", params={"employee_id": thandi})).json()["items"]
+        assert [(m["text"], m["answered"]) for m in inbox] == [("Can I leave early?", False)]
+
+        # --- the operator replies, twice with one key: one message reaches the phone ---------------------------
+        key = {"Idempotency-Key": "e2e-reply-1"}
+        first = await http.post(f"{api}/employees/{thandi}/messages", json={"text": REPLY}, headers=key)
+        again = await http.post(f"{api}/employees/{thandi}/messages", json={"text": REPLY}, headers=key)
+        assert (first.status_code, again.status_code) == (202, 202), (first.text, again.text)
+        assert again.json() == first.json()
+
+        async def reply_sent() -> bool:
+            items = (await conversation(thandi))["items"]
+            return items[-1]["status"] in ("sent", "delivered", "read")
+
+        await poll("the reply to be sent", reply_sent)
+        received = await texts_to(PHONE)
+        assert [(m["type"], m["text"], m["phone_number_id"], m["via"]) for m in received] == [
+            ("text", REPLY, PHONE_NUMBER_ID, "phone")
+        ]
+        inbox = (await http.get(f"{api}/messages", params={"employee_id": thandi})).json()["items"]
+        assert [m["answered"] for m in inbox] == [True]
+
+        # --- outside the window: refused, nothing queued ----------------------------------------------------------
+        async with db() as s, s.begin():
+            await s.execute(
+                text("UPDATE inbound_message SET received_at = now() - interval '25 hours' WHERE employee_id = :e"),
+                {"e": thandi},
+            )
+        late = await http.post(f"{api}/employees/{thandi}/messages", json={"text": "One more thing"})
+        assert late.status_code == 409, late.text
+        assert "last wrote 25 hours ago" in late.json()["detail"]
+        assert "template" in late.json()["detail"]
+        assert (await conversation(thandi))["window_open"] is False
+        never = await http.post(f"{api}/employees/{sipho}/messages", json={"text": "Hello Sipho"})
+        assert never.status_code == 409, never.text
+        assert "never written" in never.json()["detail"]
+
+        async with db() as s:
+            replies = (await s.execute(text("SELECT count(*) FROM delivery WHERE reply_key LIKE 'op:%'"))).scalar()
+        assert replies == 1
+        stats = (await http.get(f"{sim}/_simulator/stats")).json()
+        assert stats["duplicates"] == 0
+        assert stats["rejections"] == {}  # the simulator never had to refuse a text outside the window
+        assert await texts_to(SILENT) == []
+        assert len(await texts_to(PHONE)) == 1
