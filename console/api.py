@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import httpx
 import msgspec
 
 from bot import contracts
+from console.export import save_stream
 
 T = TypeVar("T")
 
@@ -64,11 +66,12 @@ class Api(Protocol):
 
     async def create_announcement(
         self,
-        message: str,
+        message: str | None,
         *,
         send_time: datetime | None,
         audience: contracts.Audience | None,
         idempotency_key: str,
+        template: contracts.TemplateUse | None = None,
     ) -> contracts.Announcement: ...
 
     async def cancel_announcement(self, announcement_id: int) -> contracts.Announcement: ...
@@ -90,8 +93,33 @@ class Api(Protocol):
     ) -> contracts.TotalPage[contracts.Employee]: ...
 
     async def list_messages(
-        self, *, cursor: str | None = None, limit: int = 50
+        self,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+        employee_id: int | None = None,
+        acknowledgements: bool | None = None,
     ) -> contracts.Page[contracts.InboundMessage]: ...
+
+    async def conversation(
+        self, employee_id: int, *, cursor: str | None = None, limit: int = 200
+    ) -> contracts.Conversation: ...
+
+    async def send_message(self, employee_id: int, text: str, *, idempotency_key: str) -> contracts.Reply: ...
+
+    async def reminder_audience(self, announcement_id: int) -> int: ...
+
+    async def remind(
+        self, announcement_id: int, *, message: str | None = None, send_time: datetime | None = None
+    ) -> contracts.Announcement: ...
+
+    async def export_deliveries(self, announcement_id: int, destination: Path, *, full_phones: bool = False) -> int: ...
+
+    async def list_templates(self, *, all_statuses: bool = False) -> contracts.Page[contracts.Template]: ...
+
+    async def sync_templates(self) -> contracts.SyncResult: ...
+
+    async def upload_media(self, filename: str, content: bytes) -> contracts.Media: ...
 
     async def aclose(self) -> None: ...
 
@@ -134,13 +162,24 @@ class BotApi:
         params: _Params | None = None,
         body: object = None,
         headers: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, bytes]] | None = None,
+        time_limit: httpx.Timeout | None = None,
     ) -> T:
         content = msgspec.json.encode(body) if body is not None else None
         hdrs = dict(headers or {})
         if content is not None:
             hdrs["Content-Type"] = "application/json"
         try:
-            response = await self._client.request(method, path, params=params, content=content, headers=hdrs)
+            response = await self._client.request(
+                method,
+                path,
+                params=params,
+                content=content,
+                headers=hdrs,
+                files=files,
+                # The client's own timeout, unless the call asks for a longer one (an upload).
+                timeout=time_limit if time_limit is not None else httpx.USE_CLIENT_DEFAULT,
+            )
         except httpx.TransportError as exc:
             # Everything below HTTP (refused, reset, timeouts) means "no answer": the caller may retry.
             raise ApiUnreachable(f"{self.base_url} is unreachable ({type(exc).__name__})") from exc
@@ -209,17 +248,21 @@ class BotApi:
 
     async def create_announcement(
         self,
-        message: str,
+        message: str | None,
         *,
         send_time: datetime | None,
         audience: contracts.Audience | None,
         idempotency_key: str,
+        template: contracts.TemplateUse | None = None,
     ) -> contracts.Announcement:
-        """Schedule an announcement; the same `idempotency_key` never creates a second one."""
-        body: dict[str, Any] = {
-            "message": message,
-            "send_time": send_time.isoformat() if send_time is not None else None,
-        }
+        """Schedule an announcement of `message` (text) or `template`; the same `idempotency_key` never creates a
+        second one."""
+        body: dict[str, Any] = {"send_time": send_time.isoformat() if send_time is not None else None}
+        # The API takes exactly one of the two; the one left out is not sent at all (null would be "given").
+        if message is not None:
+            body["message"] = message
+        if template is not None:
+            body["template"] = template
         if audience is not None:
             body["audience"] = audience
         return await self._request(
@@ -271,13 +314,102 @@ class BotApi:
         return await self._request("GET", "/employees", contracts.TotalPage[contracts.Employee], params=params)
 
     async def list_messages(
-        self, *, cursor: str | None = None, limit: int = 50
+        self,
+        *,
+        cursor: str | None = None,
+        limit: int = 50,
+        employee_id: int | None = None,
+        acknowledgements: bool | None = None,
     ) -> contracts.Page[contracts.InboundMessage]:
-        """One page of inbound employee messages, newest first."""
+        """One page of inbound employee messages, newest first; `acknowledgements=False` leaves those out."""
         params: dict[str, str | int] = {"limit": limit}
         if cursor:
             params["cursor"] = cursor
+        if employee_id is not None:
+            params["employee_id"] = employee_id
+        if acknowledgements is not None:
+            params["acknowledgements"] = "true" if acknowledgements else "false"
         return await self._request("GET", "/messages", contracts.Page[contracts.InboundMessage], params=params)
+
+    async def conversation(
+        self, employee_id: int, *, cursor: str | None = None, limit: int = 200
+    ) -> contracts.Conversation:
+        """What one employee and the employer wrote each other, oldest first, and whether the window is open."""
+        params: dict[str, str | int] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        return await self._request("GET", f"/employees/{employee_id}/messages", contracts.Conversation, params=params)
+
+    async def send_message(self, employee_id: int, text: str, *, idempotency_key: str) -> contracts.Reply:
+        """Reply to an employee (202: queued); 409 when their last message is older than 24 hours."""
+        return await self._request(
+            "POST",
+            f"/employees/{employee_id}/messages",
+            contracts.Reply,
+            body={"text": text},
+            headers={"Idempotency-Key": idempotency_key},
+        )
+
+    # --- after the send -----------------------------------------------------------------------------------
+
+    async def reminder_audience(self, announcement_id: int) -> int:
+        """How many employees a reminder sent now would reach (reached, not acknowledged)."""
+        answer = await self._request(
+            "GET", f"/announcements/{announcement_id}/reminder-audience", contracts.ReminderAudience
+        )
+        return answer.count
+
+    async def remind(
+        self, announcement_id: int, *, message: str | None = None, send_time: datetime | None = None
+    ) -> contracts.Announcement:
+        """Schedule a reminder to those reached who have not acknowledged; 409 while the original is unsent.
+
+        What is left out takes the server's default: the original's text after "Reminder: " (or its template), now.
+        """
+        body: dict[str, Any] = {}
+        if message is not None:
+            body["message"] = message
+        if send_time is not None:
+            body["send_time"] = send_time.isoformat()
+        return await self._request(
+            "POST", f"/announcements/{announcement_id}/remind", contracts.Announcement, body=body
+        )
+
+    async def export_deliveries(self, announcement_id: int, destination: Path, *, full_phones: bool = False) -> int:
+        """Stream the deliveries CSV into `destination` (never whole in memory); return its row count.
+
+        OSError when the file cannot be written; ApiError / ApiUnreachable as for every call.
+        """
+        path = f"/announcements/{announcement_id}/deliveries.csv"
+        params = {"phones": "full"} if full_phones else None
+        try:
+            async with self._client.stream("GET", path, params=params) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _problem(response)
+                return await save_stream(response.aiter_bytes(), destination)
+        except httpx.TransportError as exc:
+            # Also a connection lost halfway: save_stream has removed the partial file by then.
+            raise ApiUnreachable(f"{self.base_url} is unreachable ({type(exc).__name__})") from exc
+
+    # --- templates and media -------------------------------------------------------------------------------
+
+    async def list_templates(self, *, all_statuses: bool = False) -> contracts.Page[contracts.Template]:
+        """The account's templates, one item per translation; approved ones unless `all_statuses`."""
+        params: dict[str, str | int] = {"status": "all"} if all_statuses else {}
+        return await self._request("GET", "/templates", contracts.Page[contracts.Template], params=params)
+
+    async def sync_templates(self) -> contracts.SyncResult:
+        """Read the catalogue from WhatsApp now (409 when WhatsApp refuses or cannot be reached)."""
+        return await self._request("POST", "/templates/sync", contracts.SyncResult)
+
+    async def upload_media(self, filename: str, content: bytes) -> contracts.Media:
+        """Upload a template header's image, document or video; the server reads its kind from the content."""
+        # A 100 MB document over an office uplink takes minutes, not the 10 s every other call gets.
+        slow = httpx.Timeout(self._client.timeout.connect, read=300.0, write=300.0, pool=None)
+        return await self._request(
+            "POST", "/media", contracts.Media, files={"file": (filename, content)}, time_limit=slow
+        )
 
 
 def _problem(response: httpx.Response) -> ApiError:

@@ -17,7 +17,13 @@ from textual.worker import Worker, WorkerState
 from bot import contracts
 from console.api import Api, ApiError, ApiUnreachable
 from console.clock import utc_now
-from console.messages import AnnouncementSelected, CancelRequested, ResendUnknownRequested, WorkerFinished
+from console.messages import (
+    AnnouncementSelected,
+    CancelRequested,
+    ConversationRequested,
+    ResendUnknownRequested,
+    WorkerFinished,
+)
 from console.screens import (
     AnnouncementScreen,
     AnnouncementsScreen,
@@ -27,15 +33,23 @@ from console.screens import (
     InboxScreen,
 )
 from console.screens.base import RefreshingScreen, Session
+from console.screens.conversation import ConversationScreen
 from console.widgets.sender import sender_details
 
 # Worker groups of the periodic loaders; user actions (cancel, resend) always get their own notice.
 REFRESH_GROUPS = frozenset(
     {"me", "sender", "announcements", "announcement", "employees", "inbox", "compose-audience", "compose-search"}
+    | {"conversation"}
 )
 # Worker groups whose failures the screen explains where they happened (the compose dialog's error line, which
-# the operator is looking at): the app only follows the connection state, and says when it changes.
-EXPLAINED_GROUPS = frozenset({"compose-submit"})
+# the operator is looking at; the template list's status line): the app only follows the connection state, and says
+# when it changes.
+EXPLAINED_GROUPS = frozenset({"compose-submit", "compose-templates"}) | {
+    # The remind and export dialogs' error lines, and the line under a conversation's reply box.
+    "remind-submit",
+    "export",
+    "conversation-send",
+}
 # How often the sender line is reloaded: as often as the lists, since a back-off often lasts only seconds.
 SENDER_REFRESH_SECONDS = 2.0
 
@@ -205,6 +219,10 @@ class ConsoleApp(App[None]):
     def _announcement_selected(self, event: AnnouncementSelected) -> None:
         self.open_announcement(event.announcement_id)
 
+    @on(ConversationRequested)
+    def _conversation_requested(self, event: ConversationRequested) -> None:
+        self.push_screen(ConversationScreen(self.session, event.employee_id, event.name))
+
     def open_announcement(self, announcement_id: int) -> None:
         """Show one announcement's deliveries."""
         self.push_screen(AnnouncementScreen(self.session, announcement_id))
@@ -296,11 +314,22 @@ class ConsoleApp(App[None]):
         yield SystemCommand("Announcements", "List announcements (a)", self.action_announcements)
         yield SystemCommand("Employees", "List employees, opt-outs included (e)", lambda: self.switch_mode("employees"))
         yield SystemCommand("Inbox", "Messages from employees (i)", lambda: self.switch_mode("inbox"))
-        yield SystemCommand("Refresh", "Reload this screen (r)", self.action_refresh)
+        # The key is the shown screen's own: r on the lists, ctrl+r on an announcement (where r is Remind).
+        reload_key = self.key_for(screen, "reload")
+        yield SystemCommand(
+            "Refresh", f"Reload this screen ({reload_key})" if reload_key else "Reload this screen", self.action_refresh
+        )
         yield SystemCommand("Sender", "The number announcements go out from: rate, pause, back-off", self.action_sender)
         # The keys of the screen shown that the footer has no room for (at 80 columns) are offered here too.
         if isinstance(screen, RefreshingScreen):
             yield from screen.commands()
+
+    def key_for(self, screen: Screen[object], action: str) -> str | None:
+        """The key `screen` binds to its `action`, as the footer shows it ('r', '^r'); None if it binds none."""
+        for active in screen.active_bindings.values():
+            if active.node is screen and active.binding.action == action:
+                return self.get_key_display(active.binding)
+        return None
 
     def action_sender(self) -> None:
         """Say everything known about the sender in a notice (the line under the header is cut to the width)."""

@@ -119,3 +119,30 @@ class ResendUnknownRequested(Message):
     """The operator asked to resend this announcement's unknown deliveries; the app asks for confirmation first."""
 
     announcement: contracts.Announcement
+
+
+@dataclass
+class TemplatesLoaded(Message):
+    """The compose form's templates arrived (one item per translation); `synced` is POST /templates/sync's count
+    when the operator asked to sync first."""
+
+    templates: list[contracts.Template]
+    synced: int | None = None
+
+
+@dataclass
+class ConversationLoaded(Message):
+    """One employee's conversation (oldest first) and the state of their 24-hour window arrived."""
+
+    conversation: contracts.Conversation
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ConversationLoaded)
+
+
+@dataclass
+class ConversationRequested(Message):
+    """The operator chose a message in the inbox: show the conversation with the employee who wrote it."""
+
+    employee_id: int
+    name: str

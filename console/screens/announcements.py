@@ -33,6 +33,13 @@ COLUMNS = (
 )
 
 
+class AnnouncementsTable(FittedTable):
+    """The list's table, with its Enter named in the footer: DataTable binds Enter itself (select the row, which
+    opens it) without a footer hint, and the focused table's binding hides the screen's "enter Open"."""
+
+    BINDINGS = [Binding("enter", "select_cursor", "Open")]  # noqa: RUF012
+
+
 def preview(message: str, width: int = PREVIEW_CHARS) -> str:
     """The first line of a message, shortened to `width` characters."""
     line = " ".join(message.split())
@@ -74,7 +81,7 @@ class AnnouncementsScreen(RefreshingScreen):
             yield Select(STATUS_OPTIONS, prompt="all statuses", id="status-filter", allow_blank=True)
             yield Static(classes="spacer")
             yield ConnectionIndicator()
-        yield FittedTable(COLUMNS, id="announcements")
+        yield AnnouncementsTable(COLUMNS, id="announcements")
         yield Label("", id="announcements-empty", classes="empty")
         yield Label("", id="announcements-position", classes="position")
         yield Footer(compact=True)

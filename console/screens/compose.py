@@ -1,12 +1,17 @@
-"""The compose modal: write an announcement, pick its audience and send time, see who it reaches, submit once.
+"""The compose modal: write an announcement (text, or an approved template with its parameters), pick its audience
+and send time, see who it reaches and what they get, submit once.
 
-Sending to everyone, or at a time already past (which the API takes as "now"), is asked about first.
+Sending to everyone, or at a time already past (which the API takes as "now"), is asked about first. A template's
+header file is uploaded (POST /media) when the operator sends, once per file per compose.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from textual import getters, on, work
@@ -14,16 +19,31 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, OptionList, RadioButton, RadioSet, SelectionList, Static, TextArea
+from textual.widget import Widget
+from textual.widgets import (
+    Button,
+    Footer,
+    Input,
+    Label,
+    OptionList,
+    RadioButton,
+    RadioSet,
+    Select,
+    SelectionList,
+    Static,
+    TextArea,
+)
 from textual.widgets.option_list import Option
 
 from bot import contracts
 from console.api import ApiError, ApiUnreachable, count_audience
 from console.clock import zone_label
-from console.messages import AudienceCounted, EmployeesFound
+from console.messages import AudienceCounted, EmployeesFound, TemplatesLoaded
 from console.screens.base import ApiScreen, Session
 from console.screens.confirm import ConfirmScreen
+from console.templates import group_templates, human_size, template_error_target
 from console.widgets import ConnectionIndicator
+from console.widgets.template_fields import TemplateDraft, TemplateFields
 
 TIME_FORMAT = "%Y-%m-%d %H:%M"
 ERROR_TARGETS = ("message", "send_time", "audience")
@@ -67,11 +87,23 @@ def employee_option(e: contracts.Employee, chosen: bool) -> Option:
 
 
 def error_target(field: str) -> str:
-    """Which form field an API error names: 'audience.tags[0]' → 'audience', 'body.message' → 'message'."""
+    """Which form field an API error names: 'audience.tags[0]' → 'audience', 'body.message' → 'message',
+    'template.parameters[1]' → 'param-2' (see console.templates.template_error_target)."""
+    template_target = template_error_target(field)
+    if template_target is not None:
+        return template_target
     for target in ERROR_TARGETS:
         if target in field:
             return target
     return "general"
+
+
+@dataclass(frozen=True)
+class Content:
+    """What is sent: a text `message`, or a `template` as filled in (exactly one of them)."""
+
+    message: str | None = None
+    template: TemplateDraft | None = None
 
 
 # ApiScreen comes first so that its __init__ takes the session; ModalScreen still makes this a modal (its own
@@ -83,8 +115,19 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
     BINDINGS = [  # noqa: RUF012
         Binding("ctrl+s", "submit", "Send", priority=True),
         Binding("escape", "close", "Close"),
+        Binding("ctrl+t", "toggle_content", "Text/Template"),
+        Binding("ctrl+r", "sync_templates", "Sync templates"),
+        # Priority, so that focus moves when the app reads the key, in step with the keys around it: otherwise keys
+        # typed right after tab (a fast typist on a busy machine, a paste of several fields) are already on their
+        # way to the field being left and land there.
+        Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
     ]
 
+    content_radio = getters.query_one("#content-kind", RadioSet)
+    text_part = getters.query_one("#text-part", Vertical)
+    template_fields = getters.query_one("#template-part", TemplateFields)
+    preview_box = getters.query_one("#preview", Static)
     message_area = getters.query_one("#message", TextArea)
     message_count = getters.query_one("#message-count", Label)
     audience_radio = getters.query_one("#audience-kind", RadioSet)
@@ -110,6 +153,10 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
         self.counted: tuple[contracts.Audience, int] | None = None
         # What the operator already said yes to (audience, send time): a retry after a failure is not asked again.
         self.confirmed: tuple[contracts.Audience, datetime | None] | None = None
+        # Header files uploaded by this compose, by (path, size, mtime): a retry after a lost answer sends the same
+        # media_id, so the body matches the first try and the Idempotency-Key still finds that announcement.
+        self.uploads: dict[tuple[str, int, int], contracts.Media] = {}
+        self.templates_requested = False
 
     @property
     def timezone(self) -> str:
@@ -125,10 +172,17 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
                 # The app's own indicator is behind this dialog.
                 yield ConnectionIndicator()
             with VerticalScroll(id="compose-fields"):
-                yield TextArea(id="message", soft_wrap=True, show_line_numbers=False)
-                with Horizontal(classes="field-foot"):
-                    yield Label("", id="message-error", classes="field-error")
-                    yield Label(f"0/{contracts.MAX_MESSAGE_LENGTH}", id="message-count")
+                with RadioSet(id="content-kind"):
+                    yield RadioButton("text", id="content-text", value=True)
+                    yield RadioButton("template (reaches everyone, also outside 24 h)", id="content-template")
+                with Vertical(id="text-part"):
+                    yield TextArea(id="message", soft_wrap=True, show_line_numbers=False)
+                    with Horizontal(classes="field-foot"):
+                        yield Label("", id="message-error", classes="field-error")
+                        yield Label(f"0/{contracts.MAX_MESSAGE_LENGTH}", id="message-count")
+                yield TemplateFields(id="template-part")
+                yield Label("Preview: what employees get", classes="form-label")
+                yield Static("", id="preview", markup=False)
                 yield Label("Audience", classes="field-label")
                 with RadioSet(id="audience-kind"):
                     yield RadioButton("everyone", id="kind-all", value=True)
@@ -152,13 +206,16 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
                 with Horizontal(id="compose-buttons"):
                     yield Button("Send (ctrl+s)", variant="success", id="submit")
                     yield Button("Close (esc)", id="close")
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.tag_list.display = False
         self.people.display = False
+        self.template_fields.display = False
         self.message_area.focus()
         self.load_tags()
         self._audience_changed()
+        self.update_preview()
 
     # --- form state ---------------------------------------------------------------------------------------
 
@@ -182,19 +239,165 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
         return contracts.Audience(all=True)
 
     def error_label(self, target: str) -> Label:
-        """The error line of a field in ERROR_TARGETS, or of the whole form ('general')."""
+        """The error line of a field (in ERROR_TARGETS, or a template field's), or of the whole form ('general')."""
         return self.query_one(f"#{target}-error", Label)
 
     def show_errors(self, errors: dict[str, str]) -> None:
-        """Put each message next to its field; clear the others."""
+        """Put each message next to its field; clear the others. A message for a field not on screen (a
+        parameter the chosen template does not have, text errors while composing a template) goes to the
+        general line, so nothing the server said is lost."""
+        shown = {(label.id or "").removesuffix("-error") for label in self.query(".template-field-error")}
+        shown.update(("message", "general") if self.content_kind == "text" else ("general",))
+        shown.update(("send_time", "audience"))
+        placed = {k: v for k, v in errors.items() if k in shown}
+        stray = [f"{k}: {v}" for k, v in errors.items() if k not in shown]
+        if stray:
+            placed["general"] = "; ".join([*([placed["general"]] if "general" in placed else []), *stray])
         for target in (*ERROR_TARGETS, "general"):
-            self.error_label(target).update(errors.get(target, ""))
+            self.error_label(target).update(placed.get(target, ""))
+        for label in self.query(".template-field-error").results(Label):
+            label.update(placed.get((label.id or "").removesuffix("-error"), ""))
+        self.reveal_first_error(placed)
+
+    def error_field(self, target: str) -> Widget | None:
+        """The field an error target is about, if it is shown ('general' has none: it is always on screen)."""
+        if target == "audience":
+            kind = self.audience_kind
+            field: Widget = (
+                self.tag_list if kind == "tags" else self.people_search if kind == "ids" else self.audience_radio
+            )
+        else:
+            selectors = {
+                "message": "#message",
+                "send_time": "#send-time",
+                "template": "#template",
+                "header": "#header-value",
+            }
+            selector = selectors.get(target) or (f"#{target}" if target.startswith("param-") else None)
+            found = self.query(selector) if selector is not None else None
+            if not found:
+                return None
+            field = found.first()
+        return field if all(node.display for node in field.ancestors_with_self) else None
+
+    def reveal_first_error(self, errors: dict[str, str]) -> None:
+        """Focus the first field (in form order) with an error and scroll its error line into view: at 80x24 most
+        of the form is scrolled away, and a send that shows nothing looks like a send that got lost."""
+        params = [i.id for i in self.query(".template-param") if i.id is not None]
+        order = ["message", "template", "header", *params, "audience", "send_time"]
+        for target in order:
+            field = self.error_field(target) if target in errors else None
+            if field is not None:
+                # Scrolled here rather than by focus(), which animates and only when the field is out of view: the
+                # error line under the field must come into view as well.
+                field.focus(scroll_visible=False)
+                self.call_after_refresh(self._scroll_into_view, field, self.error_label(target))
+                return
+
+    def _scroll_into_view(self, field: Widget, error: Label) -> None:
+        field.scroll_visible(animate=False)
+        # Only once that scroll is laid out: a second scroll now would start from the old positions and undo it.
+        self.call_after_refresh(error.scroll_visible, animate=False)
 
     @on(TextArea.Changed, "#message")
     def _message_changed(self) -> None:
         length = len(self.message_area.text.strip())
         self.message_count.update(f"{length}/{contracts.MAX_MESSAGE_LENGTH}")
         self.message_count.set_class(length > contracts.MAX_MESSAGE_LENGTH, "over")
+        self.update_preview()
+
+    # --- text or template -------------------------------------------------------------------------------
+
+    @property
+    def content_kind(self) -> str:
+        """'text' or 'template'."""
+        pressed = self.content_radio.pressed_button
+        return "template" if pressed is not None and pressed.id == "content-template" else "text"
+
+    def update_preview(self) -> None:
+        """Show what employees will get, as typed so far."""
+        if self.content_kind == "template":
+            self.preview_box.update(self.template_fields.preview())
+        else:
+            self.preview_box.update(self.message_area.text.strip() or "(write the message)")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Syncing is about templates: offered in the footer only while composing one.
+        if action == "sync_templates":
+            return self.content_kind == "template"
+        return True
+
+    @on(RadioSet.Changed, "#content-kind")
+    def _content_kind_changed(self) -> None:
+        template = self.content_kind == "template"
+        self.text_part.display = not template
+        self.template_fields.display = template
+        if template and not self.templates_requested:
+            # Loaded when first wanted: a text-only operator never waits for (or sees errors of) the catalogue.
+            self.templates_requested = True
+            self.load_templates(sync=False)
+        self.show_errors({})
+        self.update_preview()
+        self.refresh_bindings()
+
+    def action_toggle_content(self) -> None:
+        """Switch between a text message and a template."""
+        template = self.content_kind == "text"
+        self.query_one("#content-template" if template else "#content-text", RadioButton).value = True
+        # The field that was focused may just have been hidden: go to where the operator continues.
+        self.call_after_refresh((self.template_fields.select if template else self.message_area).focus)
+
+    @on(Button.Pressed, "#sync-templates")
+    def action_sync_templates(self) -> None:
+        """Read the catalogue from WhatsApp now (after editing templates in WhatsApp Manager), then list it."""
+        self.templates_requested = True
+        self.load_templates(sync=True)
+
+    @work(exclusive=True, group="compose-templates", exit_on_error=False)
+    async def load_templates(self, *, sync: bool) -> None:
+        """GET /templates (after POST /templates/sync when asked); say here if WhatsApp or the API failed."""
+        status = self.template_fields.status
+        synced: int | None = None
+        try:
+            if sync:
+                status.update("Templates: syncing from WhatsApp…")
+                synced = (await self.api.sync_templates()).synced
+            else:
+                status.update("Templates: loading…")
+            page = await self.api.list_templates()
+        except ApiUnreachable:
+            status.update("Templates: not loaded (the API is unreachable); try Sync templates again")
+            raise
+        except ApiError as exc:
+            verb = "not synced" if sync else "not loaded"
+            status.update(f"Templates: {verb}: {exc.detail} ({exc.status})")
+            raise
+        self.post_message(TemplatesLoaded(page.items, synced))
+
+    @on(TemplatesLoaded)
+    def _templates_loaded(self, event: TemplatesLoaded) -> None:
+        choices = group_templates(event.templates)
+        self.template_fields.offer(choices)
+        n = len(choices)
+        text = (
+            f"{n} template{'s' if n != 1 else ''}" if n else "no approved templates (approve one in WhatsApp Manager)"
+        )
+        if event.synced is not None:
+            text += f" (synced {event.synced} translation{'s' if event.synced != 1 else ''})"
+        self.template_fields.status.update(f"Templates: {text}")
+
+    @on(Select.Changed, "#template")
+    async def _template_chosen(self, event: Select.Changed) -> None:
+        name = event.value if isinstance(event.value, str) else None
+        await self.template_fields.choose(name)
+        self.show_errors({})
+        self.update_preview()
+
+    @on(Input.Changed, ".template-param")
+    @on(Input.Changed, "#header-value")
+    def _template_value_changed(self) -> None:
+        self.template_fields.describe_header()
+        self.update_preview()
 
     @on(RadioSet.Changed, "#audience-kind")
     @on(SelectionList.SelectedChanged, "#tags")
@@ -315,15 +518,22 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
 
     @on(Button.Pressed, "#submit")
     def action_submit(self) -> None:
+        """Validate and send, once the focused field has taken the keys typed before ctrl+s."""
+        # ctrl+s is a priority binding: the app runs it as soon as it reads it, while the keys typed just before it
+        # may still wait in the focused field's queue. Read the form only after them, or the last word typed (or
+        # all of it) is missing from the check and from what is sent.
+        focused = self.focused
+        if focused is not None:
+            focused.call_later(self.submit_form)
+        else:
+            self.submit_form()
+
+    def submit_form(self) -> None:
         """Validate, ask when it goes to everyone or at a past time, then create it (one request in flight)."""
         if self.submitting:
             return
         errors: dict[str, str] = {}
-        message = self.message_area.text.strip()
-        if not message:
-            errors["message"] = "write a message"
-        elif len(message) > contracts.MAX_MESSAGE_LENGTH:
-            errors["message"] = f"at most {contracts.MAX_MESSAGE_LENGTH} characters"
+        content = self.read_content(errors)
         audience: contracts.Audience | None = None
         send_time: datetime | None = None
         try:
@@ -335,22 +545,34 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
         except FormError as exc:
             errors[exc.field] = exc.message
         self.show_errors(errors)
-        if errors or audience is None:
+        if errors or audience is None or content is None:
             return
         question = self.confirmation(audience, send_time)
         if question is None or self.confirmed == (audience, send_time):
-            self.send(message, send_time, audience)
+            self.send(content, send_time, audience)
             return
         title, consequence = question
 
         def answered(yes: bool | None) -> None:
-            if yes and audience is not None:
+            if yes and audience is not None and content is not None:
                 self.confirmed = (audience, send_time)
-                self.send(message, send_time, audience)
+                self.send(content, send_time, audience)
             elif send_time is not None and send_time <= self.now():
                 self.send_time_input.focus()
 
         self.app.push_screen(ConfirmScreen(title, consequence, "Send"), answered)
+
+    def read_content(self, errors: dict[str, str]) -> Content | None:
+        """The text or the template as filled in; each problem goes in `errors` under its field."""
+        if self.content_kind == "template":
+            draft = self.template_fields.read(errors)
+            return Content(template=draft) if draft is not None else None
+        message = self.message_area.text.strip()
+        if not message:
+            errors["message"] = "write a message"
+        elif len(message) > contracts.MAX_MESSAGE_LENGTH:
+            errors["message"] = f"at most {contracts.MAX_MESSAGE_LENGTH} characters"
+        return Content(message=message)
 
     def confirmation(self, audience: contracts.Audience, send_time: datetime | None) -> tuple[str, str] | None:
         """(title, consequence) to ask before sending, or None when nothing needs a second look."""
@@ -375,18 +597,73 @@ class ComposeScreen(ApiScreen[contracts.Announcement | None], ModalScreen[contra
         """'2026-12-01 09:00 SAST': as the operator typed it, with the zone."""
         return f"{when.astimezone(ZoneInfo(self.timezone)):{TIME_FORMAT}} {zone_label(self.timezone, when)}"
 
-    def send(self, message: str, send_time: datetime | None, audience: contracts.Audience) -> None:
+    def send(self, content: Content, send_time: datetime | None, audience: contracts.Audience) -> None:
         self.submitting = True
         self.submit_button.disabled = True
         self.error_label("general").update("Sending…")
-        self.submit(message, send_time, audience)
+        self.submit(content, send_time, audience)
+
+    async def template_use(self, draft: TemplateDraft) -> contracts.TemplateUse | None:
+        """The template as the API takes it, its header file uploaded first (None: the upload failed, and the
+        header's error line says why)."""
+        header: contracts.TemplateHeader | None = None
+        if draft.link is not None:
+            header = contracts.TemplateHeader(link=draft.link)
+        elif draft.text is not None:
+            header = contracts.TemplateHeader(text=draft.text)
+        elif draft.file is not None:
+            media = await self.upload(draft.file)
+            if media is None:
+                return None
+            # A document's name is what the employee sees on it; images and videos take none.
+            filename = draft.file.name if draft.header_kind == "document" else None
+            header = contracts.TemplateHeader(media_id=media.media_id, filename=filename)
+        return contracts.TemplateUse(name=draft.name, parameters=draft.parameters, header=header)
+
+    async def upload(self, path: Path) -> contracts.Media | None:
+        """POST /media with the file (once per file per compose); its type and size, or the error, under the
+        header field."""
+        info = self.template_fields.header_info
+        try:
+            stat = await asyncio.to_thread(path.stat)
+            key = (str(await asyncio.to_thread(path.resolve)), stat.st_size, stat.st_mtime_ns)
+            if key in self.uploads:
+                return self.uploads[key]
+            info.update(f"uploading {path.name} ({human_size(stat.st_size)})…")
+            # Off the event loop: a document may be 100 MB.
+            content = await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            info.update("")
+            self.show_errors({"header": f"cannot read {path}: {exc.strerror or exc}"})
+            return None
+        try:
+            media = await self.api.upload_media(path.name, content)
+        except ApiError as exc:
+            # 413 too big, 415 not a kind WhatsApp takes, 502 WhatsApp refused: the operator picks another file.
+            info.update("")
+            self.show_errors({"header": f"not uploaded: {exc.detail} ({exc.status})"})
+            return None
+        self.uploads[key] = media
+        info.update(f"uploaded {path.name}: {media.mime_type} · {human_size(media.bytes)} (media id {media.media_id})")
+        return media
 
     @work(exclusive=True, group="compose-submit", exit_on_error=False)
-    async def submit(self, message: str, send_time: datetime | None, audience: contracts.Audience | None) -> None:
-        """POST the announcement with this compose's Idempotency-Key; say here, in the dialog, if it failed."""
+    async def submit(self, content: Content, send_time: datetime | None, audience: contracts.Audience | None) -> None:
+        """Upload a header file if there is one, then POST the announcement with this compose's Idempotency-Key;
+        say here, in the dialog, if it failed."""
         try:
+            template: contracts.TemplateUse | None = None
+            if content.template is not None:
+                template = await self.template_use(content.template)
+                if template is None:
+                    self.error_label("general").update("Not sent: the header file was not uploaded.")
+                    return
             created = await self.api.create_announcement(
-                message, send_time=send_time, audience=audience, idempotency_key=self.idempotency_key
+                content.message,
+                send_time=send_time,
+                audience=audience,
+                idempotency_key=self.idempotency_key,
+                template=template,
             )
         except ApiUnreachable as exc:
             # Same key on the retry: if the server did store it before the answer was lost, it is not made twice.

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
+from pathlib import Path
 
 from textual import getters, on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Input, Label, Select, Static
+from textual.widgets import DataTable, Footer, Input, Label, Select, Static
 
 from bot import contracts
 from console.api import ApiError
-from console.messages import AnnouncementLoaded, CancelRequested, ResendUnknownRequested
+from console.messages import AnnouncementLoaded, AnnouncementSelected, CancelRequested, ResendUnknownRequested
 from console.paging import Pager
 from console.screens.base import RefreshingScreen, Session
+from console.screens.export_csv import ExportScreen
+from console.screens.remind import RemindScreen
 from console.widgets import ConnectionIndicator, SenderIndicator
 from console.widgets.funnel import Funnel, TimelineView
 from console.widgets.header import ConsoleHeader
@@ -36,6 +39,16 @@ COLUMNS = (
     Column("sent_at", "sent", 11),
     Column("ack", "ack", 11),
 )
+REMINDER_COLUMNS = (
+    Column("id", "reminder", 8),
+    Column("status", "status", 11),
+    Column("send_time", "send", 16, drop=1),
+    Column("recipients", "recipients", 10),
+    Column("acknowledged", "acknowledged", 12),
+    Column("rate", "ack rate", 8),
+)
+# Reminders listed without scrolling: at 80×24 the deliveries keep a few rows under them.
+REMINDERS_SHOWN = 3
 # Older than this, the timeline is asked for by the hour: by the minute it would be a long, mostly flat line.
 MINUTES_UNTIL = timedelta(hours=3)
 # Named employees of an audience shown by name (each is one GET /employees/{id}, asked once per screen).
@@ -86,7 +99,11 @@ class AnnouncementScreen(RefreshingScreen):
         Binding("slash", "search", "Search", key_display="/"),
         # Not in the footer (no room at 80 columns): in the command palette, and the filter is on screen.
         Binding("f", "filter", "Filter", show=False),
-        Binding("r", "reload", "Refresh", show=False),
+        # r reminds here (issue 17); the screen reloads itself every 2 s, and ctrl+r or the palette's Refresh
+        # reload it at once.
+        Binding("r", "remind", "Remind", show=False),
+        Binding("x", "export", "Export CSV", show=False),
+        Binding("ctrl+r", "reload", "Refresh", show=False),
         Binding("right_square_bracket", "next_page", "Next page", show=False, key_display="]"),
         Binding("left_square_bracket", "previous_page", "Previous page", show=False, key_display="["),
         # The list is one step back; esc says so in the footer.
@@ -104,6 +121,8 @@ class AnnouncementScreen(RefreshingScreen):
     table = getters.query_one("#deliveries", FittedTable)
     empty_label = getters.query_one("#deliveries-empty", Label)
     position_label = getters.query_one("#deliveries-position", Label)
+    reminders_title = getters.query_one("#reminders-title", Label)
+    reminders_table = getters.query_one("#reminders", FittedTable)
 
     def __init__(self, session: Session, announcement_id: int) -> None:
         super().__init__(session)
@@ -128,6 +147,11 @@ class AnnouncementScreen(RefreshingScreen):
             with Vertical(id="detail-side"):
                 yield Static("loading…", id="detail-counts")
                 yield TimelineView(id="timeline")
+        # Only shown once the announcement has reminders (the 80×24 layout keeps its deliveries rows otherwise).
+        reminders_title, reminders = Label("", id="reminders-title"), FittedTable(REMINDER_COLUMNS, id="reminders")
+        reminders_title.display = reminders.display = False
+        yield reminders_title
+        yield reminders
         with Horizontal(classes="toolbar"):
             yield Select(FILTER_OPTIONS, prompt="all deliveries", id="delivery-filter", allow_blank=True)
             yield Input(placeholder="search name or phone (/)", id="delivery-search")
@@ -182,7 +206,9 @@ class AnnouncementScreen(RefreshingScreen):
         if event.cursor != self.pager.cursor:
             return  # an answer for the page the operator just left
         a = self.announcement = event.announcement
-        self.status_label.update(f"{a.status} · send {self.local(a.send_time)}")
+        reminds = f" · reminder of #{a.reminder_of}" if a.reminder_of is not None else ""
+        self.status_label.update(f"{a.status} · send {self.local(a.send_time)}{reminds}")
+        self.show_reminders(a.reminders)
         self.message_text.update(a.message)
         self.audience_label.update(audience_text(a.audience, event.names))
         self.funnel.counts = a.counts
@@ -216,6 +242,38 @@ class AnnouncementScreen(RefreshingScreen):
         self.position_label.update(self.pager.describe(matching_total(a.counts, status, acknowledged, q)))
         self.empty_label.update(self.empty_text(a))
         self.empty_label.display = not items
+
+    def show_reminders(self, reminders: list[contracts.ReminderSummary]) -> None:
+        """The reminders section: each reminder with its recipients and acknowledgements; hidden while none."""
+        self.reminders_title.display = self.reminders_table.display = bool(reminders)
+        if not reminders:
+            return
+        n = len(reminders)
+        self.reminders_title.update(f"Reminders ({n}) · enter opens one · r reminds again · x exports the CSV")
+        # The header and up to REMINDERS_SHOWN rows (more scroll): a DataTable does not size itself to its rows.
+        self.reminders_table.styles.height = 1 + min(n, REMINDERS_SHOWN)
+        self.reminders_table.show(
+            [
+                (
+                    str(r.id),
+                    {
+                        "id": f"#{r.id}",
+                        "status": r.status,
+                        "send_time": self.local(r.send_time),
+                        "recipients": str(r.recipients),
+                        "acknowledged": str(r.acknowledged),
+                        "rate": f"{round(r.acknowledgement_rate * 100)}%",
+                    },
+                )
+                for r in reminders
+            ]
+        )
+
+    @on(DataTable.RowSelected, "#reminders")
+    def _open_reminder(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(AnnouncementSelected(int(event.row_key.value)))
 
     def empty_text(self, a: contracts.Announcement) -> str:
         """Why there are no deliveries to show, and what to do about it."""
@@ -253,6 +311,42 @@ class AnnouncementScreen(RefreshingScreen):
         if self.announcement is not None:
             self.post_message(ResendUnknownRequested(self.announcement))
 
+    def action_remind(self) -> None:
+        """Count who a reminder would reach, then ask (with its text and send time) before reminding them."""
+        if self.announcement is not None:
+            self.ask_to_remind(self.announcement)
+
+    @work(exclusive=True, group="remind-audience", exit_on_error=False)
+    async def ask_to_remind(self, announcement: contracts.Announcement) -> None:
+        """GET the reminder audience; open the remind dialog when there is someone to remind."""
+        count = await self.api.reminder_audience(announcement.id)
+        if count == 0:
+            self.notify(
+                "Nobody to remind: everyone reached has acknowledged, or nobody has been reached yet.",
+                title="Remind",
+            )
+            return
+
+        def reminded(reminder: contracts.Announcement | None) -> None:
+            if reminder is not None:
+                self.notify(
+                    f"Reminder #{reminder.id} {reminder.status}, send {self.local(reminder.send_time)}.",
+                    title="Reminder scheduled",
+                )
+                self.reload()
+
+        self.app.push_screen(RemindScreen(self.session, announcement, count), reminded)
+
+    def action_export(self) -> None:
+        """Save the deliveries as CSV to a file the operator names."""
+
+        def saved(result: tuple[int, Path] | None) -> None:
+            if result is not None:
+                rows, path = result
+                self.notify(f"Saved {rows:,} row{'s' if rows != 1 else ''} to {path}", title="Exported")
+
+        self.app.push_screen(ExportScreen(self.session, self.announcement_id), saved)
+
     def action_search(self) -> None:
         """Focus the search box."""
         self.search_input.focus()
@@ -282,6 +376,8 @@ class AnnouncementScreen(RefreshingScreen):
             "Resend unknown", "Resend the deliveries whose outcome is unknown (u)", self.action_resend_unknown
         )
         yield SystemCommand("Cancel announcement", "Cancel this announcement (c)", self.action_cancel)
+        yield SystemCommand("Remind", "Remind those reached who have not acknowledged (r)", self.action_remind)
+        yield SystemCommand("Export CSV", "Save the deliveries to a CSV file (x)", self.action_export)
         yield SystemCommand("Filter deliveries", "By status, or not acknowledged (f)", self.action_filter)
         yield SystemCommand("Search deliveries", "By name or phone (/)", self.action_search)
         yield SystemCommand("Next page", "Older deliveries (])", self.action_next_page)

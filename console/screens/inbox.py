@@ -1,21 +1,22 @@
 """Inbox: what employees wrote back, newest first; acknowledgements hidden on request, by employee if wished.
 
-Everything here is done in the console on the page `GET /messages` answered (the API has no such filters).
+Which messages are acknowledgements is the service's call (`GET /messages?acknowledgements=false` leaves them
+out); grouping and the name filter are done in the console on the page it answered. Enter opens the conversation
+with the employee who wrote the message.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from textual import getters, on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import Footer, Input, Label, Static
+from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from bot import contracts
-from console.messages import MessagesLoaded
+from console.messages import ConversationRequested, MessagesLoaded
 from console.paging import Pager
 from console.screens.base import RefreshingScreen, Session
 from console.widgets import ConnectionIndicator, SenderIndicator
@@ -28,68 +29,9 @@ COLUMNS = (
     Column("type", "type", 8, drop=1),
     Column("text", "text", flex=True, min_width=16),
     Column("announcement", "re #", 5),
+    # ✓ once someone replied to the employee after this message (the API's `answered`).
+    Column("answered", "ans", 3),
 )
-# Words a reply that only acknowledges is made of ("Got it, thanks", "ok 👍", "Noted", "Dankie").
-ACK_WORDS = frozenset(
-    [
-        "ok",
-        "okay",
-        "k",
-        "kk",
-        "oki",
-        "got",
-        "it",
-        "thanks",
-        "thank",
-        "you",
-        "thx",
-        "ty",
-        "tx",
-        "noted",
-        "received",
-        "understood",
-        "will",
-        "do",
-        "sure",
-        "cool",
-        "great",
-        "perfect",
-        "fine",
-        "ack",
-        "acknowledged",
-        "alright",
-        "all",
-        "right",
-        "cheers",
-        "sharp",
-        "shot",
-        "dankie",
-        "baie",
-        "ngiyabonga",
-        "siyabonga",
-        "enkosi",
-    ]
-)
-ACK_SYMBOLS = frozenset("👍🙏✅👌🙂😊🫡✔☑")
-_WORD = re.compile(r"[^\W\d_]+")
-_PUNCTUATION = re.compile(r"[\s.,!;:'’\-–—()\ufe0f\U0001f3fb-\U0001f3ff]+")
-
-
-def is_acknowledgement(message: contracts.InboundMessage) -> bool:
-    """A quick-reply tap (`button`), or a reply to an announcement that only acknowledges it.
-
-    A question mark, or any word that is not an acknowledgement, makes it a message someone should read.
-    """
-    if message.type == "button":
-        return True
-    if message.announcement_id is None or message.type != "text" or not message.text:
-        return False
-    text = message.text.lower()
-    if "?" in text:
-        return False
-    words = _WORD.findall(text)
-    rest = _PUNCTUATION.sub("", _WORD.sub("", text))
-    return all(w in ACK_WORDS for w in words) and all(c in ACK_SYMBOLS for c in rest) and bool(words or rest)
 
 
 def sender_name(message: contracts.InboundMessage) -> str:
@@ -123,7 +65,7 @@ class InboxScreen(RefreshingScreen):
     def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.pager = Pager()
-        # Questions are what the operator comes here for: acknowledgements start hidden.
+        # Questions are what the operator comes here for: acknowledgements start hidden (left out by the server).
         self.hide_acks = True
         self.grouped = False
         self.messages: list[contracts.InboundMessage] = []
@@ -143,12 +85,14 @@ class InboxScreen(RefreshingScreen):
         yield Footer(compact=True)
 
     def reload(self) -> None:
-        self.load(self.pager.cursor)
+        self.load(self.pager.cursor, self.hide_acks)
 
     @work(exclusive=True, group="inbox", exit_on_error=False)
-    async def load(self, cursor: str | None) -> None:
-        """Fetch the page of inbound messages the operator is on."""
-        page = await self.api.list_messages(cursor=cursor, limit=self.pager.size)
+    async def load(self, cursor: str | None, hide_acks: bool) -> None:
+        """Fetch the page of inbound messages the operator is on (without acknowledgements when they are hidden)."""
+        page = await self.api.list_messages(
+            cursor=cursor, limit=self.pager.size, acknowledgements=False if hide_acks else None
+        )
         self.post_message(MessagesLoaded(page, cursor))
 
     @on(MessagesLoaded)
@@ -159,13 +103,9 @@ class InboxScreen(RefreshingScreen):
         self.pager.loaded(len(self.messages), event.page.next_cursor)
         self.redraw()
 
-    def shown_messages(self) -> tuple[list[contracts.InboundMessage], int]:
-        """The messages to show, in order, and how many acknowledgements were hidden."""
+    def shown_messages(self) -> list[contracts.InboundMessage]:
+        """The messages to show, in order (acknowledgements were left out by the server when hidden)."""
         shown = self.messages
-        hidden = 0
-        if self.hide_acks:
-            shown = [m for m in shown if not is_acknowledgement(m)]
-            hidden = len(self.messages) - len(shown)
         needle = self.from_input.value.strip().lower()
         if needle:
             shown = [m for m in shown if needle in sender_name(m).lower()]
@@ -173,11 +113,11 @@ class InboxScreen(RefreshingScreen):
             # Each employee's messages together (alphabetically, unknown numbers last), newest first within.
             newest_first = {m.id: i for i, m in enumerate(shown)}
             shown = sorted(shown, key=lambda m: (m.employee_name is None, sender_name(m).lower(), newest_first[m.id]))
-        return shown, hidden
+        return shown
 
     def redraw(self) -> None:
         """Show the loaded page under the current view (acks hidden or not, grouped or not, from whom)."""
-        shown, hidden = self.shown_messages()
+        shown = self.shown_messages()
         per_person: dict[str, int] = {}
         for m in shown:
             per_person[sender_name(m)] = per_person.get(sender_name(m), 0) + 1
@@ -196,6 +136,7 @@ class InboxScreen(RefreshingScreen):
                 "type": m.type,
                 "text": m.text or "",
                 "announcement": str(m.announcement_id) if m.announcement_id is not None else "",
+                "answered": "✓" if m.answered else "",
             }
             rows.append((str(m.id), cells))
         self.table.show(rows)
@@ -204,21 +145,21 @@ class InboxScreen(RefreshingScreen):
             view.append(f"grouped by employee ({len(per_person)})")
         self.view_label.update(" · ".join(view))
         position = self.pager.describe(noun="messages")
-        if hidden:
-            position += f" · {hidden} acknowledgement{'s' if hidden != 1 else ''} hidden (h shows them)"
+        if position and self.hide_acks:
+            position += " · acknowledgements hidden (h shows them)"
         self.position_label.update(position)
-        self.empty_label.update(self.empty_text(hidden))
+        self.empty_label.update(self.empty_text())
         self.empty_label.display = not rows
 
-    def empty_text(self, hidden: int) -> str:
+    def empty_text(self) -> str:
         """Why nothing is shown, and what to do about it."""
         needle = self.from_input.value.strip()
         if needle:
             return f"No message from anyone named like “{needle}” here. Empty the from box (f) to see everyone's."
-        if hidden:
-            return f"Only acknowledgements here ({hidden}). Press h to show them."
         if self.pager.page > 0:
             return "No more messages. Press [ for the previous page."
+        if self.hide_acks:
+            return "No messages from employees but acknowledgements, if any. Press h to show those."
         return "No messages from employees yet."
 
     @on(Input.Changed, "#inbox-from")
@@ -226,9 +167,22 @@ class InboxScreen(RefreshingScreen):
         self.redraw()
 
     def action_toggle_acks(self) -> None:
-        """Hide or show acknowledgements."""
+        """Hide or show acknowledgements (asked of the server: a different list, so back to its first page)."""
         self.hide_acks = not self.hide_acks
+        self.pager.reset()
         self.redraw()
+        self.reload()
+
+    @on(DataTable.RowSelected, "#inbox")
+    def _open_conversation(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        message = next((m for m in self.messages if str(m.id) == event.row_key.value), None)
+        if message is None:
+            return
+        if message.employee_id is None:
+            self.notify("This number is not an employee's: there is no conversation to open.", title="Conversation")
+            return
+        self.post_message(ConversationRequested(message.employee_id, sender_name(message)))
 
     def action_toggle_group(self) -> None:
         """Group the messages by employee, or back to newest first."""

@@ -26,12 +26,23 @@ class EmployerClock(HeaderClockSpace):
 
     def on_mount(self) -> None:
         # Minutes are shown; a refresh a second keeps the change of minute within a second of the real one.
-        self.set_interval(1, self.refresh)
+        self._shown = self.text()
+        self.set_interval(1, self._tick)
 
-    def render(self) -> RenderResult:
+    def _tick(self) -> None:
+        # `width: auto` is measured at layout only: when the text changes length ('12:00 UTC' until /me answers,
+        # then '14:00 SAST'; a DST change), lay out again, or the zone is cut off.
+        text = self.text()
+        self.refresh(layout=len(text) != len(self._shown))
+        self._shown = text
+
+    def text(self) -> str:
         app = self.app
         now: Callable[[], datetime] = getattr(app, "now", utc_now)
         return clock_text(now(), str(getattr(app, "timezone", "UTC")))
+
+    def render(self) -> RenderResult:
+        return self.text()
 
 
 class ConsoleHeader(Header):

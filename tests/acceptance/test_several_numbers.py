@@ -122,7 +122,9 @@ async def test_two_numbers_tokens_rates_pause_isolation_routing_stop_and_the_que
     own = await make_tenant("ownco", "Own Co")
     beta = await make_tenant("beta", "Beta Stores")
     gamma = await make_tenant("gamma", "Gamma Foods")
-    async with httpx.AsyncClient(timeout=10) as http:
+    # Generous: the simulator answers an inbound write only after our webhook has answered it, and a loaded
+    # 2-core CI machine once took more than 10 s for that.
+    async with httpx.AsyncClient(timeout=30) as http:
         sim = Sim(http, sim_url)
 
         async def call(method: str, path: str, tenant: Tenant, **kwargs: Any) -> Any:

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
+import respx
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from textual.widgets import DataTable, TextArea
+from textual.widgets import DataTable, Input, Select, TextArea
 
+from bot import contracts
 from bot.ledger.fanout import fan_out_due
 from console.api import ApiError, BotApi
 from console.app import make_console
-from console.screens import AnnouncementsScreen, ComposeScreen, ConfirmScreen
+from console.screens import AnnouncementScreen, AnnouncementsScreen, ComposeScreen, ConfirmScreen
 from console.screens.employees import EmployeesScreen
+from console.screens.export_csv import ExportScreen
 from console.widgets import SenderIndicator
 from tests.conftest import PHONE_NUMBER_ID, Tenant
 from tests.console.conftest import until
+from tests.integration.test_templates import APPROVED, MEDIA, catalogue, graph_api, png, settings, uploaded
+
+# Fixtures of the template tests: Graph's catalogue and media mocked (`graph_api`), the installation's WABA id set
+# (`settings`); re-exported so pytest finds them here.
+__all__ = ["graph_api", "settings"]
 
 
 class ServerSideRequests(httpx.AsyncBaseTransport):
@@ -124,3 +134,81 @@ async def test_console_creates_one_announcement_on_the_real_api(
     assert await fan_out_due(db) == 1
     page = await real_api.list_announcements()
     assert page.items[0].counts.total == 3
+
+
+async def test_after_send_endpoints_on_the_real_api(
+    app: Litestar, real_api: BotApi, db: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """Issue 17 through BotApi and the console against the real service: the CSV streamed to a file from the
+    export dialog, the reminder audience and the 409 of an unsent original, the inbox filter, and a conversation
+    whose window never opened (its reply refused with 409)."""
+    if not has_route(app, "/announcements/{announcement_id:int}/remind"):
+        pytest.skip("the reminder endpoints are not in the tree yet")
+    created = await real_api.create_announcement(
+        "Stocktake on Saturday", send_time=None, audience=None, idempotency_key="after-send-1"
+    )
+    # Still scheduled (not fanned out): nobody to remind, and a reminder is refused.
+    assert await real_api.reminder_audience(created.id) == 0
+    with pytest.raises(ApiError) as refused:
+        await real_api.remind(created.id)
+    assert refused.value.status == 409
+    assert await fan_out_due(db) == 1
+    detail = await real_api.get_announcement(created.id)
+    assert detail.reminders == []
+    page = await real_api.list_messages(acknowledgements=False)
+    assert page.items == []
+    employee = (await real_api.list_employees(q="Thandi")).items[0]
+    conversation = await real_api.conversation(employee.id)
+    assert not conversation.window_open
+    with pytest.raises(ApiError) as outside:
+        await real_api.send_message(employee.id, "Hello", idempotency_key="after-send-2")
+    assert outside.value.status == 409
+    assert "24-hour window" in outside.value.detail
+    target = tmp_path / "deliveries.csv"
+    console = make_console(real_api)
+    async with console.run_test(size=(80, 24)) as pilot:
+        console.open_announcement(created.id)
+        await until(pilot, lambda: isinstance(console.screen, AnnouncementScreen), within=10)
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(console.screen, ExportScreen), within=10)
+        console.screen.query_one("#export-path", Input).value = str(target)
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(console.screen, AnnouncementScreen), within=10)
+    with target.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert len(rows) == 4  # the header and one row per employee
+
+
+async def test_console_sends_a_template_announcement_on_the_real_api(
+    app: Litestar, real_api: BotApi, graph_api: respx.MockRouter, tmp_path: Path
+) -> None:
+    """Against the real API (its catalogue synced from a fake Graph): choose shift_notice, upload a PNG for its
+    header, fill both parameters; the server stores the template with Graph's media id and previews it."""
+    catalogue(graph_api, APPROVED)
+    graph_api.post(MEDIA).mock(return_value=uploaded("555"))
+    photo = tmp_path / "roster.png"
+    photo.write_bytes(png())
+    console = make_console(real_api)
+    async with console.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(console.screen, ComposeScreen))
+        screen = console.screen
+        await pilot.press("ctrl+t")
+        select = screen.query_one("#template", Select)
+        await until(pilot, lambda: len(select._options) > 1, within=10)
+        select.value = "shift_notice"
+        await until(pilot, lambda: bool(screen.query("#param-2")), within=10)
+        screen.query_one("#header-value", Input).value = str(photo)
+        screen.query_one("#param-1", Input).value = "the night shift"
+        screen.query_one("#param-2", Input).value = "Monday"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(console.screen, ConfirmScreen), within=10)
+        await pilot.press("y")
+        await until(pilot, lambda: isinstance(console.screen, AnnouncementsScreen), within=15)
+    (created,) = (await real_api.list_announcements()).items
+    assert created.template is not None
+    assert created.template.name == "shift_notice"
+    assert created.template.parameters == ["the night shift", "Monday"]
+    assert created.template.header == contracts.TemplateHeader(media_id="555")
+    # Previewed in the translation the server picks without an employer language (the first approved: af).
+    assert created.preview.startswith("[image: 555]\nHallo span, the night shift begin op Monday.")

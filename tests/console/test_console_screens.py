@@ -22,6 +22,7 @@ from textual.widgets import (
     Static,
     TextArea,
 )
+from textual.widgets._footer import FooterKey
 
 from bot import contracts
 from console.app import ConsoleApp, make_console
@@ -446,6 +447,42 @@ async def test_command_palette_offers_the_console_actions(fake: FakeApi) -> None
         (new,) = [c for c in app.get_system_commands(app.screen) if c.title == "New announcement"]
         new.callback()
         await until(pilot, lambda: isinstance(app.screen, ComposeScreen))
+
+
+async def test_palette_refresh_names_the_key_of_the_screen_shown(fake: FakeApi) -> None:
+    """Refresh says (r) on the list, (^r) on an announcement, where r is Remind; and the palette's Remind says (r)."""
+    await seed(fake, "Payslips are out")
+    app = make_console(fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: table(app, "#announcements").row_count == 1)
+
+        def help_of(title: str) -> str:
+            (command,) = [c for c in app.get_system_commands(app.screen) if c.title == title]
+            return command.help
+
+        assert help_of("Refresh") == "Reload this screen (r)"
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, AnnouncementScreen))
+        await pilot.pause()
+        assert help_of("Refresh") == "Reload this screen (^r)"
+        assert help_of("Remind").endswith("(r)")
+
+
+@pytest.mark.parametrize("size", SIZES)
+async def test_list_footer_shows_enter_opens(fake: FakeApi, size: tuple[int, int]) -> None:
+    """With the list focused, the footer offers Enter to open the announcement (the table's own Enter hid it),
+    and Enter opens it."""
+    await seed(fake, "Payslips are out")
+    app = make_console(fake)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: table(app, "#announcements").row_count == 1)
+        await pilot.pause()
+        shown = {(b.binding.description, b.binding.show) for b in app.screen.active_bindings.values()}
+        assert ("Open", True) in shown
+        descriptions = [str(key.description) for key in app.screen.query(FooterKey)]
+        assert "Open" in descriptions
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, AnnouncementScreen))
 
 
 class TestSender:

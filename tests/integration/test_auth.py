@@ -77,7 +77,9 @@ async def test_me_returns_the_tokens_employer(client: Client, make_tenant: MakeT
     for t, name, tz in ((acme, "Acme Ltd", "Africa/Johannesburg"), (globex, "Globex", "Europe/London")):
         response = await client.get("/me", headers=t.headers)
         assert response.status_code == 200
-        assert response.json() == {"employer": {"id": t.employer_id, "slug": t.slug, "name": name, "timezone": tz}}
+        assert response.json() == {
+            "employer": {"id": t.employer_id, "slug": t.slug, "name": name, "timezone": tz, "language": None}
+        }
 
 
 async def test_only_the_sha256_hash_is_stored(
