@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
@@ -16,14 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import contracts
 from bot.announcements import idempotency, service
 from bot.auth import Principal
-from bot.errors import ProblemOperation, problem_response, problems
+from bot.errors import ProblemOperation, problems
 from bot.ledger.cancel import cancel
 from bot.ledger.resend import resend_unknown
 from bot.pagination import DEFAULT_LIMIT, MAX_LIMIT, decode_cursor, known_id, next_cursor
 from bot.state import AppState
 from bot.templates.service import Lookup
 
-JSON = "application/json"
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"page size, at most {MAX_LIMIT}")]
 Cursor = Annotated[str | None, QueryParameter(required=False, description="`next_cursor` of the previous page")]
 
@@ -62,17 +59,6 @@ CREATE_EXAMPLES = [
         value={"message": "Forklift training at 14:00.", "audience": {"tags": ["warehouse"]}},
     ),
 ]
-
-
-def _encode(value: msgspec.Struct) -> bytes:
-    return msgspec.json.encode(value)
-
-
-def _busy() -> Response[bytes]:
-    exc = idempotency.KeyInUseError()
-    return problem_response(
-        exc.status_code, exc.title, exc.detail, headers={"Retry-After": str(idempotency.RETRY_AFTER_SECONDS)}
-    )
 
 
 class AnnouncementController(Controller):
@@ -117,41 +103,15 @@ class AnnouncementController(Controller):
             ),
         ] = None,
     ) -> Response[bytes]:
-        if idempotency_key is None:
-            created = await service.create(
-                db_session, principal.employer_id, principal.token_id, data, Lookup(state.graph_http, state.settings)
-            )
-            body = _encode(created)
-            await db_session.commit()
-            return Response(body, status_code=201, media_type=JSON)
-
-        key = idempotency.check_key(idempotency_key)
-        fp = idempotency.fingerprint(await request.body())
-        try:
-            outcome = await idempotency.acquire(db_session, principal.employer_id, key, fp)
-        except idempotency.KeyInUseError:
-            return _busy()
-        if isinstance(outcome, idempotency.Replay):
-            return Response(
-                outcome.body, status_code=outcome.status, media_type=JSON, headers={"Idempotent-Replayed": "true"}
-            )
-        try:
-            created = await service.create(
-                db_session, principal.employer_id, principal.token_id, data, Lookup(state.graph_http, state.settings)
-            )
-            body = _encode(created)
-            await idempotency.complete(db_session, outcome, 201, body)
-            await db_session.commit()
-        except idempotency.KeyInUseError:
-            await db_session.rollback()
-            return _busy()
-        except Exception:
-            # Nothing was committed, so nothing was created (bad input the API or the database refused, a lost
-            # connection): free the key so the corrected request, or the same one retried, can use it at once.
-            with contextlib.suppress(Exception):  # the original error is the one to report
-                await idempotency.release(db_session, outcome)
-            raise
-        return Response(body, status_code=201, media_type=JSON)
+        lookup = Lookup(state.graph_http, state.settings)
+        return await idempotency.create_once(
+            request,
+            db_session,
+            principal.employer_id,
+            idempotency_key,
+            lambda: service.create(db_session, principal.employer_id, principal.token_id, data, lookup),
+            status_code=201,
+        )
 
     @get(
         "/",

@@ -8,17 +8,23 @@ winner stores the response in the same transaction that creates the announcement
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+import msgspec
+from litestar import Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.queries import query
-from bot.errors import BadRequestError, ConflictError, ValidationFailedError
+from bot.errors import BadRequestError, ConflictError, ValidationFailedError, problem_response
 
 HEADER = "Idempotency-Key"
+JSON = "application/json"
 MAX_KEY_LENGTH = 255
 # A request still working after this is presumed dead (crashed process): its key may be taken over.
 LOCK_SECONDS = 60
@@ -129,3 +135,60 @@ async def release(session: AsyncSession, lock: Lock) -> None:
         {"employer_id": lock.employer_id, "key": lock.key, "locked_until": lock.locked_until},
     )
     await session.commit()
+
+
+def _busy() -> Response[bytes]:
+    exc = KeyInUseError()
+    return problem_response(exc.status_code, exc.title, exc.detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+async def create_once(
+    request: Request[Any, Any, Any],
+    session: AsyncSession,
+    employer_id: int,
+    idempotency_key: str | None,
+    create: Callable[[], Awaitable[msgspec.Struct]],
+    *,
+    status_code: int,
+    path: str | None = None,
+) -> Response[bytes]:
+    """Run ``create`` and answer ``status_code`` with what it made, at most once per Idempotency-Key.
+
+    Without a key, simply create and commit. With one: a replay of the stored answer (`Idempotent-Replayed`), a
+    409 while another request holds the key, or ``create`` with the answer stored in its transaction. ``path``,
+    when given, is part of what the key is checked against: keys are the employer's, shared by every endpoint
+    that takes them, and the same body sent to another path is another request (a 422), never a replay.
+    """
+    if idempotency_key is None:
+        body = msgspec.json.encode(await create())
+        await session.commit()
+        return Response(body, status_code=status_code, media_type=JSON)
+
+    key = check_key(idempotency_key)
+    fp = fingerprint(await request.body())
+    if path is not None:
+        fp = hashlib.sha256(f"{path}\n{fp}".encode()).hexdigest()
+    try:
+        outcome = await acquire(session, employer_id, key, fp)
+    except KeyInUseError:
+        return _busy()
+    if isinstance(outcome, Replay):
+        return Response(
+            outcome.body, status_code=outcome.status, media_type=JSON, headers={"Idempotent-Replayed": "true"}
+        )
+    try:
+        body = msgspec.json.encode(await create())
+        # Stored in the transaction that creates: a replay can never exist without what it describes, nor that
+        # without the replay that stops a retry from creating it again.
+        await complete(session, outcome, status_code, body)
+        await session.commit()
+    except KeyInUseError:
+        await session.rollback()
+        return _busy()
+    except Exception:
+        # Nothing was committed, so nothing was created (bad input the API or the database refused, a 404 or 409,
+        # a lost connection): free the key so the corrected request, or the same one retried, can use it at once.
+        with contextlib.suppress(Exception):  # the original error is the one to report
+            await release(session, outcome)
+        raise
+    return Response(body, status_code=status_code, media_type=JSON)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
@@ -17,12 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import contracts
 from bot.announcements import idempotency, reminders
 from bot.auth import Principal
-from bot.errors import ProblemOperation, problem_response, problems
+from bot.errors import ProblemOperation, problems
 from bot.pagination import known_id
 from bot.state import AppState
 from bot.templates.service import Lookup
-
-JSON = "application/json"
 
 REMIND_DESCRIPTION = """\
 Creates a new announcement (`reminder_of` the original) for the original's employees who were reached (`sent`,
@@ -45,13 +40,6 @@ REMIND_EXAMPLES = [
         value={"message": "Please confirm the fire drill.", "send_time": "2026-12-02T08:00:00+02:00"},
     ),
 ]
-
-
-def _busy() -> Response[bytes]:
-    exc = idempotency.KeyInUseError()
-    return problem_response(
-        exc.status_code, exc.title, exc.detail, headers={"Retry-After": str(idempotency.RETRY_AFTER_SECONDS)}
-    )
 
 
 class ReminderController(Controller):
@@ -100,43 +88,19 @@ class ReminderController(Controller):
     ) -> Response[bytes]:
         known_id(announcement_id, "announcement")
         lookup = Lookup(state.graph_http, state.settings)
-        if idempotency_key is None:
-            created = await reminders.create(
+        return await idempotency.create_once(
+            request,
+            db_session,
+            principal.employer_id,
+            idempotency_key,
+            lambda: reminders.create(
                 db_session, principal.employer_id, principal.token_id, announcement_id, data, lookup
-            )
-            body = msgspec.json.encode(created)
-            await db_session.commit()
-            return Response(body, status_code=201, media_type=JSON)
-
-        key = idempotency.check_key(idempotency_key)
-        # The same body to another announcement (or to POST /announcements) is another request: the key must not
-        # replay this one's answer there, so the path is part of what the key is checked against.
-        fp = hashlib.sha256(f"{request.url.path}\n{idempotency.fingerprint(await request.body())}".encode()).hexdigest()
-        try:
-            outcome = await idempotency.acquire(db_session, principal.employer_id, key, fp)
-        except idempotency.KeyInUseError:
-            return _busy()
-        if isinstance(outcome, idempotency.Replay):
-            return Response(
-                outcome.body, status_code=outcome.status, media_type=JSON, headers={"Idempotent-Replayed": "true"}
-            )
-        try:
-            created = await reminders.create(
-                db_session, principal.employer_id, principal.token_id, announcement_id, data, lookup
-            )
-            body = msgspec.json.encode(created)
-            await idempotency.complete(db_session, outcome, 201, body)
-            await db_session.commit()
-        except idempotency.KeyInUseError:
-            await db_session.rollback()
-            return _busy()
-        except Exception:
-            # Nothing was committed, so nothing was created (a 404, 409 or 422, a lost connection): free the key so
-            # the corrected request, or the same one retried, can use it at once.
-            with contextlib.suppress(Exception):  # the original error is the one to report
-                await idempotency.release(db_session, outcome)
-            raise
-        return Response(body, status_code=201, media_type=JSON)
+            ),
+            status_code=201,
+            # The same body to another announcement (or to POST /announcements) is another request: the key must
+            # not replay this one's answer there.
+            path=request.url.path,
+        )
 
     @get(
         "/{announcement_id:int}/reminder-audience",

@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
@@ -18,10 +15,9 @@ from bot import contracts
 from bot.announcements import idempotency
 from bot.auth import Principal
 from bot.conversations import service
-from bot.errors import ProblemOperation, problem_response, problems
+from bot.errors import ProblemOperation, problems
 from bot.pagination import MAX_LIMIT
 
-JSON = "application/json"
 DEFAULT_LIMIT = 100
 
 LIST_DESCRIPTION = """\
@@ -54,19 +50,6 @@ Limit = Annotated[
     int, QueryParameter(ge=1, le=MAX_LIMIT, description=f"page size, at most {MAX_LIMIT} (default {DEFAULT_LIMIT})")
 ]
 Cursor = Annotated[str | None, QueryParameter(required=False, description="`next_cursor` of the previous page")]
-
-
-def _busy() -> Response[bytes]:
-    exc = idempotency.KeyInUseError()
-    return problem_response(
-        exc.status_code, exc.title, exc.detail, headers={"Retry-After": str(idempotency.RETRY_AFTER_SECONDS)}
-    )
-
-
-def _fingerprint(path: str, body: bytes) -> str:
-    """The body's fingerprint bound to the path: keys are the employer's, shared with POST /announcements, and
-    the same key and body sent to another employee is another request (a 422), never a replay of this one."""
-    return hashlib.sha256(f"{path}\n{idempotency.fingerprint(body)}".encode()).hexdigest()
 
 
 class ConversationController(Controller):
@@ -131,36 +114,13 @@ class ConversationController(Controller):
             ),
         ] = None,
     ) -> Response[bytes]:
-        if idempotency_key is None:
-            created = await service.reply(db_session, principal.employer_id, employee_id, data)
-            body = msgspec.json.encode(created)
-            await db_session.commit()
-            return Response(body, status_code=202, media_type=JSON)
-
-        key = idempotency.check_key(idempotency_key)
-        fp = _fingerprint(request.url.path.rstrip("/"), await request.body())
-        try:
-            outcome = await idempotency.acquire(db_session, principal.employer_id, key, fp)
-        except idempotency.KeyInUseError:
-            return _busy()
-        if isinstance(outcome, idempotency.Replay):
-            return Response(
-                outcome.body, status_code=outcome.status, media_type=JSON, headers={"Idempotent-Replayed": "true"}
-            )
-        try:
-            created = await service.reply(db_session, principal.employer_id, employee_id, data)
-            body = msgspec.json.encode(created)
-            # Stored in the transaction that queues the reply: a replay can never exist without the reply, nor the
-            # reply without the replay that stops a retry from queueing another.
-            await idempotency.complete(db_session, outcome, 202, body)
-            await db_session.commit()
-        except idempotency.KeyInUseError:
-            await db_session.rollback()
-            return _busy()
-        except Exception:
-            # Nothing was committed, so nothing was queued (outside the window, bad text, a lost connection): free
-            # the key so that the same request may be retried with it.
-            with contextlib.suppress(Exception):  # the original error is the one to report
-                await idempotency.release(db_session, outcome)
-            raise
-        return Response(body, status_code=202, media_type=JSON)
+        return await idempotency.create_once(
+            request,
+            db_session,
+            principal.employer_id,
+            idempotency_key,
+            lambda: service.reply(db_session, principal.employer_id, employee_id, data),
+            status_code=202,
+            # The same key and body sent to another employee is another request (a 422), never a replay of this one.
+            path=request.url.path.rstrip("/"),
+        )

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Label, Select, Static
 from bot import contracts
 from console.messages import AnnouncementSelected, AnnouncementsLoaded, CancelRequested
 from console.paging import Pager
-from console.screens.base import RefreshingScreen, Session
+from console.screens.base import PagedScreen, Session
 from console.widgets import ConnectionIndicator, SenderIndicator, delivery_bar
 from console.widgets.header import ConsoleHeader
 from console.widgets.progress import acknowledged_pct
@@ -46,7 +46,7 @@ def preview(message: str, width: int = PREVIEW_CHARS) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-class AnnouncementsScreen(RefreshingScreen):
+class AnnouncementsScreen(PagedScreen):
     """Every announcement of this employer with how far its delivery has got."""
 
     AUTO_FOCUS = "#announcements"
@@ -56,8 +56,6 @@ class AnnouncementsScreen(RefreshingScreen):
         Binding("slash", "filter", "Filter", key_display="/"),
         # Not in the footer (no room at 80 columns; the list refreshes itself): in the command palette.
         Binding("r", "reload", "Refresh", show=False),
-        Binding("right_square_bracket", "next_page", "Next page", show=False, key_display="]"),
-        Binding("left_square_bracket", "previous_page", "Previous page", show=False, key_display="["),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         # The operator is on the list already: 'a' stays a key that works, without a footer hint.
         Binding("a", "app.announcements", "Announcements", show=False),
@@ -184,20 +182,7 @@ class AnnouncementsScreen(RefreshingScreen):
         """Reload now."""
         self.reload()
 
-    def action_next_page(self) -> None:
-        """The next (older) page of announcements."""
-        if self.pager.forward():
-            self.reload()
-        else:
-            self.notify("This is the last page.", timeout=3)
-
-    def action_previous_page(self) -> None:
-        """The previous (newer) page."""
-        if self.pager.back():
-            self.reload()
-
     def commands(self) -> Iterable[SystemCommand]:
-        yield SystemCommand("Next page", "Older announcements (])", self.action_next_page)
-        yield SystemCommand("Previous page", "Newer announcements ([)", self.action_previous_page)
+        yield from self.page_commands("Older announcements (])", "Newer announcements ([)")
         yield SystemCommand("Cancel announcement", "Cancel the selected announcement (c)", self.action_cancel)
         yield SystemCommand("Filter by status", "Show one status only (/; esc clears)", self.action_filter)

@@ -1,4 +1,4 @@
-"""What the console's screens share: the session the app lends them, local times, and a periodic refresh."""
+"""What the console's screens share: the session the app lends them, local times, a periodic refresh, paging."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from zoneinfo import ZoneInfo
 
 from textual import on
 from textual.app import SystemCommand
+from textual.binding import Binding
 from textual.screen import Screen, ScreenResultType
 from textual.worker import Worker, WorkerState
 
 from console.api import Api
 from console.clock import utc_now
 from console.messages import WorkerFinished
+from console.paging import Pager
 
 
 @dataclass
@@ -88,3 +90,32 @@ class RefreshingScreen(ApiScreen[None]):
     def commands(self) -> Iterable[SystemCommand]:
         """This screen's entries for the command palette (its keys, some of which the footer has no room for)."""
         return ()
+
+
+class PagedScreen(RefreshingScreen):
+    """A refreshing screen of one keyset-paginated list: `]` and `[` move through its pages (`pager`)."""
+
+    # Not in the footer (no room at 80 columns): the command palette names them (`page_commands`).
+    BINDINGS = [  # noqa: RUF012
+        Binding("right_square_bracket", "next_page", "Next page", show=False, key_display="]"),
+        Binding("left_square_bracket", "previous_page", "Previous page", show=False, key_display="["),
+    ]
+
+    pager: Pager
+
+    def action_next_page(self) -> None:
+        """The next (older) page."""
+        if self.pager.forward():
+            self.reload()
+        else:
+            self.notify("This is the last page.", timeout=3)
+
+    def action_previous_page(self) -> None:
+        """The previous (newer) page."""
+        if self.pager.back():
+            self.reload()
+
+    def page_commands(self, next_help: str, previous_help: str) -> Iterable[SystemCommand]:
+        """The command palette's entries for `]` and `[`, described in this list's words."""
+        yield SystemCommand("Next page", next_help, self.action_next_page)
+        yield SystemCommand("Previous page", previous_help, self.action_previous_page)

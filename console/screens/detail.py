@@ -16,7 +16,7 @@ from bot import contracts
 from console.api import ApiError
 from console.messages import AnnouncementLoaded, AnnouncementSelected, CancelRequested, ResendUnknownRequested
 from console.paging import Pager
-from console.screens.base import RefreshingScreen, Session
+from console.screens.base import PagedScreen, Session
 from console.screens.export_csv import ExportScreen
 from console.screens.remind import RemindScreen
 from console.widgets import ConnectionIndicator, SenderIndicator
@@ -88,7 +88,7 @@ def matching_total(
     return counts.total
 
 
-class AnnouncementScreen(RefreshingScreen):
+class AnnouncementScreen(PagedScreen):
     """Deliveries of one announcement, refreshed live."""
 
     AUTO_FOCUS = "#deliveries"
@@ -104,8 +104,6 @@ class AnnouncementScreen(RefreshingScreen):
         Binding("r", "remind", "Remind", show=False),
         Binding("x", "export", "Export CSV", show=False),
         Binding("ctrl+r", "reload", "Refresh", show=False),
-        Binding("right_square_bracket", "next_page", "Next page", show=False, key_display="]"),
-        Binding("left_square_bracket", "previous_page", "Previous page", show=False, key_display="["),
         # The list is one step back; esc says so in the footer.
         Binding("a", "app.announcements", "Announcements", show=False),
     ]
@@ -359,18 +357,6 @@ class AnnouncementScreen(RefreshingScreen):
         """Reload now."""
         self.reload()
 
-    def action_next_page(self) -> None:
-        """The next (older) page of deliveries."""
-        if self.pager.forward():
-            self.reload()
-        else:
-            self.notify("This is the last page.", timeout=3)
-
-    def action_previous_page(self) -> None:
-        """The previous page of deliveries."""
-        if self.pager.back():
-            self.reload()
-
     def commands(self) -> Iterable[SystemCommand]:
         yield SystemCommand(
             "Resend unknown", "Resend the deliveries whose outcome is unknown (u)", self.action_resend_unknown
@@ -380,5 +366,4 @@ class AnnouncementScreen(RefreshingScreen):
         yield SystemCommand("Export CSV", "Save the deliveries to a CSV file (x)", self.action_export)
         yield SystemCommand("Filter deliveries", "By status, or not acknowledged (f)", self.action_filter)
         yield SystemCommand("Search deliveries", "By name or phone (/)", self.action_search)
-        yield SystemCommand("Next page", "Older deliveries (])", self.action_next_page)
-        yield SystemCommand("Previous page", "Newer deliveries ([)", self.action_previous_page)
+        yield from self.page_commands("Older deliveries (])", "Newer deliveries ([)")

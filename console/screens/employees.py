@@ -13,7 +13,7 @@ from textual.widgets import Footer, Input, Label, Static
 
 from console.messages import EmployeesLoaded
 from console.paging import Pager
-from console.screens.base import RefreshingScreen, Session
+from console.screens.base import PagedScreen, Session
 from console.widgets import ConnectionIndicator, SenderIndicator
 from console.widgets.header import ConsoleHeader
 from console.widgets.table import Column, FittedTable
@@ -27,7 +27,7 @@ COLUMNS = (
 )
 
 
-class EmployeesScreen(RefreshingScreen):
+class EmployeesScreen(PagedScreen):
     """The employee directory, a page at a time, and the total."""
 
     REFRESH_SECONDS = 10.0
@@ -35,8 +35,6 @@ class EmployeesScreen(RefreshingScreen):
     BINDINGS = [  # noqa: RUF012
         Binding("slash", "search", "Search", key_display="/"),
         Binding("r", "reload", "Refresh", show=False),
-        Binding("right_square_bracket", "next_page", "Next page", show=False, key_display="]"),
-        Binding("left_square_bracket", "previous_page", "Previous page", show=False, key_display="["),
         # Operators reach this screen from the announcements list and expect esc to take them back there.
         Binding("escape", "app.announcements", "Back", show=False),
         # The operator is here already: the key still works, without a footer hint.
@@ -111,21 +109,8 @@ class EmployeesScreen(RefreshingScreen):
         self.pager.reset()
         self.reload()
 
-    def action_next_page(self) -> None:
-        """The next page of employees."""
-        if self.pager.forward():
-            self.reload()
-        else:
-            self.notify("This is the last page.", timeout=3)
-
-    def action_previous_page(self) -> None:
-        """The previous page of employees."""
-        if self.pager.back():
-            self.reload()
-
     def commands(self) -> Iterable[SystemCommand]:
-        yield SystemCommand("Next page", "More employees (])", self.action_next_page)
-        yield SystemCommand("Previous page", "Back a page ([)", self.action_previous_page)
+        yield from self.page_commands("More employees (])", "Back a page ([)")
 
     def action_search(self) -> None:
         """Focus the search box."""

@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Footer, Input, Label, Static
 from bot import contracts
 from console.messages import ConversationRequested, MessagesLoaded
 from console.paging import Pager
-from console.screens.base import RefreshingScreen, Session
+from console.screens.base import PagedScreen, Session
 from console.widgets import ConnectionIndicator, SenderIndicator
 from console.widgets.header import ConsoleHeader
 from console.widgets.table import Column, FittedTable
@@ -38,7 +38,7 @@ def sender_name(message: contracts.InboundMessage) -> str:
     return message.employee_name or "(unknown number)"
 
 
-class InboxScreen(RefreshingScreen):
+class InboxScreen(PagedScreen):
     """Inbound messages, refreshed every few seconds; acknowledgements hidden until asked for."""
 
     REFRESH_SECONDS = 5.0
@@ -48,8 +48,6 @@ class InboxScreen(RefreshingScreen):
         Binding("g", "toggle_group", "Group", tooltip="Group the messages by employee"),
         Binding("f", "from_filter", "From", tooltip="Only messages from employees whose name has this text"),
         Binding("r", "reload", "Refresh", show=False),
-        Binding("right_square_bracket", "next_page", "Next page", show=False, key_display="]"),
-        Binding("left_square_bracket", "previous_page", "Previous page", show=False, key_display="["),
         # As on the employees screen: esc goes back to the announcements list.
         Binding("escape", "app.announcements", "Back", show=False),
         # The operator is here already: the key still works, without a footer hint.
@@ -197,18 +195,6 @@ class InboxScreen(RefreshingScreen):
         """Reload now."""
         self.reload()
 
-    def action_next_page(self) -> None:
-        """The next (older) page of messages."""
-        if self.pager.forward():
-            self.reload()
-        else:
-            self.notify("This is the last page.", timeout=3)
-
-    def action_previous_page(self) -> None:
-        """The previous (newer) page of messages."""
-        if self.pager.back():
-            self.reload()
-
     def commands(self) -> Iterable[SystemCommand]:
         yield SystemCommand(
             "Hide or show acknowledgements", "Quick-reply taps and 'Got it' replies (h)", self.action_toggle_acks
@@ -219,5 +205,4 @@ class InboxScreen(RefreshingScreen):
         yield SystemCommand(
             "Messages from…", "Only messages from employees whose name has this text (f)", self.action_from_filter
         )
-        yield SystemCommand("Next page", "Older messages (])", self.action_next_page)
-        yield SystemCommand("Previous page", "Newer messages ([)", self.action_previous_page)
+        yield from self.page_commands("Older messages (])", "Newer messages ([)")

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.acceptance.test_usernames import poll, start
-from tests.conftest import APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, MakeTenant
-from tests.integration.test_cli import free_port
+from tests.acceptance.stack import poll, serve_and_simulator, write_inbound
+from tests.conftest import PHONE_NUMBER_ID, MakeTenant
 
 pytestmark = pytest.mark.slow
 
@@ -31,44 +29,12 @@ REPLY = "Yes, you may leave at 15:00."
 
 @pytest.fixture
 async def running(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[str, str]]:
-    api_port, sim_port = free_port(), free_port()
-    api, sim = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WHATSAPP_", "JEM_", "DATABASE_URL"))}
-    env |= {
-        "DATABASE_URL": database_url,
-        "JEM_DATA_DIR": str(tmp_path / "jem"),
-        "WHATSAPP_API_URL": f"{sim}/v23.0",
-        "WHATSAPP_ACCESS_TOKEN": "conversations-token",
-        "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
-        "WHATSAPP_APP_SECRET": APP_SECRET,
-        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-        "JEM_WORKERS": "1",
-    }
-    logs = tmp_path / "logs.txt"
-    sim_args = ["--port", str(sim_port), "--webhook", f"{api}/webhooks/whatsapp", "--ack-rate", "0",
-                "--reply-rate", "0", "--stop-rate", "0", "--username-rate", "0", "--status-delay", "0.01",
-                "--enforce-window"]  # fmt: skip
-    procs = start(env, logs, ["simulator", *sim_args], ["serve", "--port", str(api_port)])
-    try:
-        async with httpx.AsyncClient(timeout=5) as http:
-
-            async def up() -> bool:
-                try:
-                    codes = [(await http.get(u)).status_code for u in (f"{api}/health", f"{sim}/_simulator/stats")]
-                except httpx.HTTPError:
-                    return False
-                return codes == [200, 200]
-
-            await poll("serve and the simulator", up)
-        yield api, sim
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except Exception:
-                proc.kill()
+    flags = ["--ack-rate", "0", "--reply-rate", "0", "--stop-rate", "0", "--username-rate", "0",
+             "--status-delay", "0.01", "--enforce-window"]  # fmt: skip
+    async with serve_and_simulator(
+        tmp_path, database_url, access_token="conversations-token", simulator_flags=flags
+    ) as urls:
+        yield urls
 
 
 async def test_an_employee_writes_the_operator_replies_once_and_not_outside_the_window(
@@ -95,8 +61,7 @@ async def test_an_employee_writes_the_operator_replies_once_and_not_outside_the_
         thandi, sipho = ids[PHONE], ids[SILENT]
 
         # --- the employee writes; the operator sees it ----------------------------------------------------------
-        wrote = await http.post(f"{sim}/_simulator/inbound", json={"phone": PHONE, "text": "Can I leave early?"})
-        assert wrote.status_code == 200, wrote.text
+        await write_inbound(http, sim, PHONE, "Can I leave early?")
         shown = await conversation(thandi)
         assert [(i["direction"], i["text"]) for i in shown["items"]] == [("in", "Can I leave early?")]
         assert shown["window_open"] is True

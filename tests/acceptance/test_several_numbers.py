@@ -14,7 +14,6 @@ installation's number (200 msg/s). One person works for all three. The test show
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,9 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.acceptance.test_usernames import poll, start
-from tests.conftest import APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, MakeTenant, Tenant
-from tests.integration.test_cli import free_port
+from tests.acceptance.stack import poll, serve_and_simulator, write_inbound
+from tests.conftest import PHONE_NUMBER_ID, MakeTenant, Tenant
 
 pytestmark = pytest.mark.slow
 
@@ -38,52 +36,17 @@ SECRET_KEY = "several-numbers-test-secret-key-0123456789"
 
 @pytest.fixture
 async def running(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[str, str]]:
-    api_port, sim_port = free_port(), free_port()
-    api, sim = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WHATSAPP_", "JEM_", "DATABASE_URL"))}
-    env |= {
-        "DATABASE_URL": database_url,
-        "JEM_DATA_DIR": str(tmp_path / "jem"),
-        "JEM_SECRET_KEY": SECRET_KEY,
-        "JEM_SEND_RATE": str(SHARED_RATE),
-        "WHATSAPP_API_URL": f"{sim}/v23.0",
-        "WHATSAPP_ACCESS_TOKEN": "shared-token",
-        "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
-        "WHATSAPP_APP_SECRET": APP_SECRET,
-        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-        "JEM_WORKERS": "1",
-    }
-    logs = tmp_path / "logs.txt"
     # The simulator holds each number to its token (190 otherwise) and to a rate a quarter above ours (130429 above
     # it): headroom for the jitter between our bucket and its own, so that any 130429 is a real overshoot.
-    sim_args = ["--port", str(sim_port), "--webhook", f"{api}/webhooks/whatsapp", "--ack-rate", "0",
-                "--reply-rate", "0", "--stop-rate", "0", "--username-rate", "0", "--status-delay", "0.01",
-                "--number", f"{OWN}:own-token-0001:{OWN_RATE * 1.25:g}",
-                "--number", f"{PHONE_NUMBER_ID}:shared-token:{SHARED_RATE * 1.25:g}"]  # fmt: skip
-    procs = start(env, logs, ["simulator", *sim_args], ["serve", "--port", str(api_port)])
-    try:
-        async with httpx.AsyncClient(timeout=5) as http:
-
-            async def up() -> bool:
-                try:
-                    codes = [(await http.get(u)).status_code for u in (f"{api}/health", f"{sim}/_simulator/stats")]
-                except httpx.HTTPError:
-                    return False
-                return codes == [200, 200]
-
-            await poll("serve and the simulator", up)
-        yield api, sim
-    except BaseException:
-        print(logs.read_text(errors="replace")[-8000:])
-        raise
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except Exception:
-                proc.kill()
+    flags = ["--ack-rate", "0", "--reply-rate", "0", "--stop-rate", "0", "--username-rate", "0",
+             "--status-delay", "0.01",
+             "--number", f"{OWN}:own-token-0001:{OWN_RATE * 1.25:g}",
+             "--number", f"{PHONE_NUMBER_ID}:shared-token:{SHARED_RATE * 1.25:g}"]  # fmt: skip
+    env = {"JEM_SECRET_KEY": SECRET_KEY, "JEM_SEND_RATE": str(SHARED_RATE)}
+    async with serve_and_simulator(
+        tmp_path, database_url, access_token="shared-token", simulator_flags=flags, env=env
+    ) as urls:
+        yield urls
 
 
 def people(prefix: str, n: int) -> list[dict[str, Any]]:
@@ -105,9 +68,7 @@ class Sim:
         return [m for m in await self.sends() if m["recipient"] == phone.lstrip("+")]
 
     async def write(self, text: str | None = None, *, to_number: str = PHONE_NUMBER_ID, **extra: Any) -> None:
-        body = {"phone": PERSON, "to_number": to_number, **({"text": text} if text else {}), **extra}
-        posted = await self.http.post(f"{self.url}/_simulator/inbound", json=body)
-        assert posted.status_code == 200, posted.text
+        await write_inbound(self.http, self.url, PERSON, text, to_number=to_number, **extra)
 
 
 def rate(times: list[float]) -> float:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,9 +23,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from tests.acceptance.test_usernames import poll, start
-from tests.conftest import APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, MakeTenant, Tenant
-from tests.integration.test_cli import free_port
+from tests.acceptance.stack import poll, serve_and_simulator, write_inbound
+from tests.conftest import MakeTenant, Tenant
 
 pytestmark = pytest.mark.slow
 
@@ -37,46 +35,13 @@ ROSTER = "https://example.com/roster.png"
 
 @pytest.fixture
 async def running(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[str, str]]:
-    api_port, sim_port = free_port(), free_port()
-    api, sim = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WHATSAPP_", "JEM_", "DATABASE_URL"))}
-    env |= {
-        "DATABASE_URL": database_url,
-        "JEM_DATA_DIR": str(tmp_path / "jem"),
-        "JEM_SEND_RATE": "400",
-        "WHATSAPP_API_URL": f"{sim}/v23.0",
-        "WHATSAPP_ACCESS_TOKEN": "templates-token",
-        "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
-        "WHATSAPP_WABA_ID": WABA,
-        "WHATSAPP_APP_SECRET": APP_SECRET,
-        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-        "JEM_WORKERS": "1",
-    }
-    logs = tmp_path / "logs.txt"
-    sim_args = ["--port", str(sim_port), "--webhook", f"{api}/webhooks/whatsapp", "--ack-rate", "0",
-                "--reply-rate", "0", "--stop-rate", "0", "--username-rate", "0", "--status-delay", "0.01",
-                "--enforce-window"]  # fmt: skip
-    procs = start(env, logs, ["simulator", *sim_args], ["serve", "--port", str(api_port)])
-    try:
-        async with httpx.AsyncClient(timeout=5) as http:
-
-            async def up() -> bool:
-                try:
-                    codes = [(await http.get(u)).status_code for u in (f"{api}/health", f"{sim}/_simulator/stats")]
-                except httpx.HTTPError:
-                    return False
-                return codes == [200, 200]
-
-            await poll("serve and the simulator", up)
-        yield api, sim
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except Exception:
-                proc.kill()
+    flags = ["--ack-rate", "0", "--reply-rate", "0", "--stop-rate", "0", "--username-rate", "0",
+             "--status-delay", "0.01", "--enforce-window"]  # fmt: skip
+    env = {"JEM_SEND_RATE": "400", "WHATSAPP_WABA_ID": WABA}
+    async with serve_and_simulator(
+        tmp_path, database_url, access_token="templates-token", simulator_flags=flags, env=env
+    ) as urls:
+        yield urls
 
 
 def workforce() -> list[dict[str, Any]]:
@@ -176,8 +141,7 @@ async def test_templates_in_three_languages_flattened_parameters_validation_and_
 
         # --- text outside the 24-hour window ---------------------------------------------------------------
         wrote = "+27870000000"  # writes first: inside the window
-        posted = await http.post(f"{sim}/_simulator/inbound", json={"phone": wrote, "text": "Hello HR"})
-        assert posted.status_code == 200
+        await write_inbound(http, sim, wrote, "Hello HR")
         employees = (await call("GET", "/employees", params={"q": "Employee en", "limit": 5})).json()["items"]
         ids = sorted({e["id"] for e in employees} | {1})
         text_aid = (

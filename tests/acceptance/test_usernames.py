@@ -10,87 +10,29 @@ twice.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, Tenant
-from tests.integration.test_cli import free_port
+from tests.acceptance.stack import poll, serve_and_simulator, write_inbound
+from tests.conftest import Tenant
 
 pytestmark = pytest.mark.slow
 
-T = TypeVar("T")
 STOPPER, ASKER = "+27830000001", "+27830000002"
-
-
-async def poll(what: str, check: Callable[[], Awaitable[T]], within: float = 30.0) -> T:
-    deadline = time.monotonic() + within
-    while not (result := await check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-    return result
-
-
-def start(env: dict[str, str], logs: Path, *commands: list[str]) -> list[subprocess.Popen[bytes]]:
-    with logs.open("wb") as sink:
-        return [
-            subprocess.Popen([sys.executable, "-m", "bot", *args], env=env, stdout=sink, stderr=subprocess.STDOUT)
-            for args in commands
-        ]
 
 
 @pytest.fixture
 async def running(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[str, str]]:
-    api_port, sim_port = free_port(), free_port()
-    api, sim = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{sim_port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WHATSAPP_", "JEM_", "DATABASE_URL"))}
-    env |= {
-        "DATABASE_URL": database_url,
-        "JEM_DATA_DIR": str(tmp_path / "jem"),
-        "WHATSAPP_API_URL": f"{sim}/v23.0",
-        "WHATSAPP_ACCESS_TOKEN": "usernames-token",
-        "WHATSAPP_PHONE_NUMBER_ID": PHONE_NUMBER_ID,
-        "WHATSAPP_APP_SECRET": APP_SECRET,
-        "WHATSAPP_VERIFY_TOKEN": VERIFY_TOKEN,
-        "JEM_WORKERS": "1",
-    }
-    logs = tmp_path / "logs.txt"
-    sim_args = ["--port", str(sim_port), "--webhook", f"{api}/webhooks/whatsapp", "--ack-rate", "0",
-                "--reply-rate", "0", "--stop-rate", "0", "--username-rate", "1", "--status-delay", "0.01"]  # fmt: skip
-    procs = start(env, logs, ["simulator", *sim_args], ["serve", "--port", str(api_port)])
-    try:
-        async with httpx.AsyncClient(timeout=5) as http:
-
-            async def up() -> bool:
-                urls = (f"{api}/health", f"{sim}/_simulator/stats")
-                try:
-                    codes = [(await http.get(url)).status_code for url in urls]
-                except httpx.HTTPError:
-                    return False
-                return codes == [200, 200]
-
-            await poll("serve and the simulator", up)
-        yield api, sim
-    except BaseException:
-        print(logs.read_text(errors="replace")[-5000:])
-        raise
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    flags = ["--ack-rate", "0", "--reply-rate", "0", "--stop-rate", "0", "--username-rate", "1",
+             "--status-delay", "0.01"]  # fmt: skip
+    async with serve_and_simulator(
+        tmp_path, database_url, access_token="usernames-token", simulator_flags=flags
+    ) as urls:
+        yield urls
 
 
 async def test_employees_known_only_by_user_id_stop_acknowledge_and_ask(
@@ -116,9 +58,7 @@ async def test_employees_known_only_by_user_id_stop_acknowledge_and_ask(
         announcement_wamid = sends[ASKER[1:]]["messages"][0]["wamid"]
 
         async def as_username(phone: str, text: str, **extra: Any) -> None:
-            body = {"phone": phone, "text": text, "username": True, **extra}
-            posted = await http.post(f"{sim}/_simulator/inbound", json=body)
-            assert posted.status_code == 200, posted.text
+            await write_inbound(http, sim, phone, text, username=True, **extra)
 
         await as_username(STOPPER, "STOP")
         await as_username(ASKER, "Got it, thanks", context_wamid=announcement_wamid)
