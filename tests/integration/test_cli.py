@@ -367,7 +367,9 @@ def _refused_url() -> str:
 def _bad_urls(admin_url: str) -> list[tuple[str, str, tuple[str, ...]]]:
     """(DATABASE_URL, what the line must say, what it must not) for each way a URL can be wrong."""
     admin = make_url(admin_url)
-    where = f"{admin.host}:{admin.port or 5432}"
+    # The embedded server is reached over its Unix socket (`?host=/path`): the line names the socket directory.
+    socket_dir = admin.query.get("host")
+    where = f"the socket directory {socket_dir}" if socket_dir else f"{admin.host}:{admin.port or 5432}"
     server = admin.set(drivername="postgresql")
     return [
         (_refused_url(), "connection refused at 127.0.0.1:", ("Errno", "ConnectionRefusedError")),
