@@ -10,9 +10,15 @@ from typing import Any
 import httpx
 import msgspec
 
-from bot.graph.errors import AmbiguousError, classify_error_envelope, map_transport_errors, parse_retry_after
+from bot.graph.errors import (
+    AmbiguousError,
+    NotSentError,
+    classify_error_envelope,
+    map_transport_errors,
+    parse_retry_after,
+)
 from bot.graph.messages import interactive_message, named_template_message, template_message, text_message
-from bot.graph.transport import KEEPALIVE_SECONDS, AiohttpTransport, make_fast_transport
+from bot.graph.transport import KEEPALIVE_SECONDS, AiohttpTransport, SendProgress, make_fast_transport
 from bot.metrics import Metrics
 from bot.phones import user_id as valid_user_id
 from bot.settings import Settings, Template
@@ -155,18 +161,27 @@ class GraphClient:
     async def _post(self, body: dict[str, Any]) -> SendResult:
         content = self._encoder.encode(body)
         started = time.perf_counter()
+        progress = SendProgress()
         try:
             with map_transport_errors():
                 async with asyncio.timeout(self._deadline):
                     if isinstance(self._http, GraphHttpClient):
                         status, payload, retry_after = await self._http.post_direct(
-                            self._parsed_url, self._header_items, content
+                            self._parsed_url, self._header_items, content, progress
                         )
                     else:  # a plain client (tests may pass one): the full httpx path
                         response = await self._http.post(self._parsed_url, content=content, headers=self._headers)
                         status, payload = response.status_code, response.content
                         retry_after = response.headers.get("retry-after")
         except TimeoutError:
+            if progress.tracked and not progress.connected:
+                # Not a byte left: still connecting (Graph unreachable, as a refused connection) or still waiting
+                # for a free connection of our own pool (this attempt only). docs/architecture.md#fault-model
+                if progress.connecting:
+                    raise NotSentError(f"request not sent: Graph unreachable (no connection within "
+                                       f"{self._deadline:g} s)", scope="sender") from None  # fmt: skip
+                raise NotSentError(f"request not sent: no free connection within {self._deadline:g} s",
+                                   scope="attempt") from None  # fmt: skip
             raise AmbiguousError(f"no complete answer within {self._deadline:g} s") from None
         finally:
             if self._metrics is not None:
@@ -247,7 +262,7 @@ class GraphHttpClient(httpx.AsyncClient):
         self._timeouts = self.timeout.as_dict()
 
     async def post_direct(
-        self, url: httpx.URL, headers: list[tuple[str, str]], content: bytes
+        self, url: httpx.URL, headers: list[tuple[str, str]], content: bytes, progress: SendProgress | None = None
     ) -> tuple[int, bytes, str | None]:
         """POST past `AsyncClient.send`'s auth, redirect, cookie and event-hook machinery, none of which a Graph
         send uses (~14% of a dispatcher's CPU per message at 1,000 msg/s), and, on the production transport,
@@ -256,7 +271,7 @@ class GraphHttpClient(httpx.AsyncClient):
         body, Retry-After)."""
         transport = self._transport_for_url(url)
         if isinstance(transport, AiohttpTransport):
-            raw = await transport.send_raw("POST", str(url), headers, content, self._timeouts)
+            raw = await transport.send_raw("POST", str(url), headers, content, self._timeouts, progress=progress)
             return raw.status, raw.body, raw.header("retry-after")
         request = httpx.Request("POST", url, headers=headers, content=content, extensions={"timeout": self._timeouts})
         response = await transport.handle_async_request(request)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import socket
@@ -12,7 +13,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
-from bot.graph.client import GraphClient, make_http_client
+from bot.graph.client import GraphClient, GraphHttpClient, make_http_client
 from bot.graph.errors import AmbiguousError, NotSentError
 from bot.graph.transport import TRANSPORTS, AiohttpTransport, ShardedTransport, make_fast_transport
 from bot.settings import Settings
@@ -275,3 +276,93 @@ async def test_an_answer_that_trickles_in_ends_at_the_overall_deadline_as_ambigu
             took = asyncio.get_running_loop().time() - started
     assert 0.9 < took < 2.0, took
     assert "1 s" in caught.value.title
+
+
+def patient_client(connect: float) -> httpx.AsyncClient:
+    """The production client whose connect and pool waits outlast the send's own deadline (a Graph that stops
+    answering SYNs, a pool that stays busy): the deadline, not a transport timeout, ends the wait."""
+    transport = AiohttpTransport(limits=httpx.Limits(max_connections=1))
+    timeout = httpx.Timeout(connect=connect, pool=connect, read=connect, write=connect)
+    return GraphHttpClient(transport=transport, timeout=timeout, limits=httpx.Limits(max_connections=1))
+
+
+async def test_a_deadline_spent_opening_the_connection_is_not_sent_and_backs_off_the_sender() -> None:
+    """Graph's listen queue is full and it drops our SYN: no byte left, so the send is retried (after a back-off
+    of the whole sender), never marked `unknown`."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)  # never accepted: once the queue is full, the kernel drops further SYNs
+    address = listener.getsockname()
+    fillers = []
+    try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(address)
+            fillers.append(filler)
+        url = f"http://127.0.0.1:{address[1]}/v23.0"
+        async with patient_client(connect=10.0) as http:
+            graph = GraphClient(http, api_url=url, phone_number_id=PHONE_ID, access_token="t", template=None,
+                                deadline=0.5)  # fmt: skip
+            with pytest.raises(NotSentError) as caught:
+                await graph.send_text(to="+1", text="x", callback_data="1")
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+    assert caught.value.scope == "sender", caught.value
+    assert "no connection within 0.5 s" in caught.value.title
+
+
+async def test_a_deadline_spent_waiting_for_our_own_pool_is_not_sent_and_retried_alone() -> None:
+    """Every connection of ours is busy until after the deadline: this attempt never left, and nobody else
+    needs to wait for it (no back-off of the sender)."""
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await release.wait()
+        writer.write(response_bytes(200, json.dumps(SUCCESS).encode()))
+        await writer.drain()
+
+    async with raw_server(handler) as url, patient_client(connect=10.0) as http:
+        graph = GraphClient(http, api_url=url, phone_number_id=PHONE_ID, access_token="t", template=None, deadline=5)
+        hurried = GraphClient(http, api_url=url, phone_number_id=PHONE_ID, access_token="t", template=None,
+                              deadline=0.3)  # fmt: skip
+        busy = asyncio.create_task(graph.send_text(to="+1", text="first", callback_data="1"))
+        await poll_until(lambda: transport_busy(http))
+        with pytest.raises(NotSentError) as caught:
+            await hurried.send_text(to="+1", text="second", callback_data="2")
+        release.set()
+        assert (await busy).wamid == "wamid.REAL"
+    assert caught.value.scope == "attempt", caught.value
+
+
+async def test_a_deadline_spent_after_the_request_left_stays_ambiguous() -> None:
+    """The same deadline once a connection is held: the request may have been read, so it is `unknown`."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(30)
+
+    async with raw_server(handler) as url, patient_client(connect=10.0) as http:
+        graph = GraphClient(http, api_url=url, phone_number_id=PHONE_ID, access_token="t", template=None,
+                            deadline=0.3)  # fmt: skip
+        with pytest.raises(AmbiguousError):
+            await graph.send_text(to="+1", text="x", callback_data="1")
+
+
+def transport_busy(http: httpx.AsyncClient) -> bool:
+    """True once the client's single connection is taken (the first send holds it)."""
+    transport = http._transport
+    assert isinstance(transport, AiohttpTransport)
+    session = transport._session
+    return session is not None and session.connector is not None and len(session.connector._acquired) == 1
+
+
+async def poll_until(check: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
