@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from litestar import Litestar, Request, Response, get, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State, UploadFile
-from litestar.exceptions import ClientException
+from litestar.exceptions import ClientException, InternalServerException
 from litestar.params import FromPath
 
 from bot.simulator.media import MAX_UPLOAD_BYTES
@@ -117,7 +117,15 @@ async def send_message(
         sim.stats.reject(number)
         return _error(refused)
     try:
-        body = json.loads(await request.body())
+        raw = await request.body()
+    except InternalServerException:
+        # The client hung up before its request was read (it gave up waiting on a slow simulator): never
+        # accepted, while the client saw a timeout. Counted, so a test can tell this real ambiguity from the
+        # injected kind.
+        sim.stats.abandoned += 1
+        return Response({"detail": "client disconnected before the request was read"}, status_code=499)
+    try:
+        body = json.loads(raw)
     except ValueError:
         sim.stats.reject(number)
         return _error(GraphError(400, 100, "Invalid parameter", "Request body is not valid JSON"))
@@ -373,7 +381,15 @@ async def replace_token(
         return Response({"detail": f"{phone_number_id[:64]} is not a configured number (configured: {configured})"},
                         status_code=404)  # fmt: skip
     try:
-        body = json.loads(await request.body())
+        raw = await request.body()
+    except InternalServerException:
+        # The client hung up before its request was read (it gave up waiting on a slow simulator): never
+        # accepted, while the client saw a timeout. Counted, so a test can tell this real ambiguity from the
+        # injected kind.
+        sim.stats.abandoned += 1
+        return Response({"detail": "client disconnected before the request was read"}, status_code=499)
+    try:
+        body = json.loads(raw)
     except ValueError:
         body = None
     token = body.get("token") if isinstance(body, dict) else None

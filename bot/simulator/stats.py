@@ -60,6 +60,8 @@ class Stats:
     callback_retries: int = 0
     replies: Counter[str] = field(default_factory=Counter)
     outages: int = 0
+    # Sends whose client hung up before the simulator read them (it timed out waiting): never accepted.
+    abandoned: int = 0
     # recipient digits -> every send accepted for them, in order of acceptance.
     accepted_log: dict[str, list[Accepted]] = field(default_factory=dict)
     # phone_number_id -> its counts: every configured number from the start, any other once a send named it.
@@ -133,5 +135,6 @@ class Stats:
             "replies_sent": sum(self.replies.values()),
             "replies": dict(self.replies),
             "outages": self.outages,
+            "abandoned": self.abandoned,
             "numbers": {number: counts.as_dict() for number, counts in self.numbers.items()},
         }

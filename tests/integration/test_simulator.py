@@ -326,6 +326,27 @@ async def test_timeout_fault_accepts_the_message_but_answers_too_late() -> None:
     assert stats["faults"] == {"timeout": 1}
 
 
+async def test_a_send_whose_client_hung_up_before_it_was_read_is_abandoned_not_accepted() -> None:
+    """The client gave up while the (slow) simulator had not read its request yet: nothing is accepted and the
+    send is counted as abandoned, the real ambiguity a test must tell from the injected kind."""
+    async with simulator(latency_ms=500) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(URL, json=text_send(), headers=AUTH, timeout=httpx.Timeout(5.0, read=0.1))
+        await client.aclose()  # hang up: the simulator finds the client gone when it reads the body
+
+        async def stats() -> dict[str, Any]:
+            async with httpx.AsyncClient(base_url=str(client.base_url)) as fresh:
+                return dict((await fresh.get("/_simulator/stats")).json())
+
+        deadline = time.monotonic() + 5
+        while (now := await stats())["abandoned"] == 0:
+            assert time.monotonic() < deadline, now
+            await asyncio.sleep(0.05)
+    assert now["abandoned"] == 1
+    assert now["messages_accepted"] == 0
+    assert now["faults"] == {}
+
+
 async def test_duplicates_count_recipients_that_got_the_same_message_twice() -> None:
     async with simulator() as client:
         for to, callback in [("+27820000001", "a"), ("+27820000001", "a"), ("+27820000001", "a"),
