@@ -260,6 +260,7 @@ class GraphHttpClient(httpx.AsyncClient):
         super().__init__(**kwargs)
         self._cookies = _NoCookies()
         self._timeouts = self.timeout.as_dict()
+        self._routes: dict[int, tuple[httpx.URL, httpx.AsyncBaseTransport, str]] = {}
 
     async def post_direct(
         self, url: httpx.URL, headers: list[tuple[str, str]], content: bytes, progress: SendProgress | None = None
@@ -269,9 +270,15 @@ class GraphHttpClient(httpx.AsyncClient):
         without httpx's Request/Response objects either (~13% more). The client's timeouts still apply, and a
         transport mocked through `_transport_for_url` (respx) still sees an httpx request. Returns (status,
         body, Retry-After)."""
-        transport = self._transport_for_url(url)
+        # The transport and the URL's text, looked up once per URL (the mounts' patterns and str(URL) cost ~3% of
+        # a dispatcher's CPU per send at 1,000 msg/s). Keyed by identity: a Graph client passes the same parsed URL
+        # every time, and the entry keeps it alive, so its id is never reused for another.
+        known = self._routes.get(id(url))
+        if known is None:
+            known = self._routes[id(url)] = (url, self._transport_for_url(url), str(url))
+        _, transport, text = known
         if isinstance(transport, AiohttpTransport):
-            raw = await transport.send_raw("POST", str(url), headers, content, self._timeouts, progress=progress)
+            raw = await transport.send_raw("POST", text, headers, content, self._timeouts, progress=progress)
             return raw.status, raw.body, raw.header("retry-after")
         request = httpx.Request("POST", url, headers=headers, content=content, extensions={"timeout": self._timeouts})
         response = await transport.handle_async_request(request)
