@@ -157,7 +157,7 @@ async def tenant(make_tenant: MakeTenant) -> Tenant:
 
 @pytest.fixture
 def graph_respx() -> Iterator[respx.MockRouter]:
-    """respx routes for Graph sends made through `make_http_client` (the aiohttp transport); see tests/graph_respx.py.
+    """respx routes for Graph sends made through `make_http_client` (the lean transport); see tests/graph_respx.py.
 
     Routes are relative to the test Graph URL: ``graph_respx.post(f"/{PHONE_NUMBER_ID}/messages").respond(...)``.
     The Litestar test client is not intercepted.

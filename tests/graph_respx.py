@@ -1,6 +1,7 @@
 """respx for Graph calls made through the production transport (`make_http_client`).
 
-respx's default mocker patches httpcore, which `bot.graph.transport.AiohttpTransport` never touches, and
+respx's default mocker patches httpcore, which the Graph transports (`bot.graph.wire.LeanTransport`, in production,
+and `bot.graph.transport.AiohttpTransport`) never touch, and
 ``using="httpx"`` patches *every* AsyncClient, including Litestar's AsyncTestClient. This mocker patches
 only the Graph transport, so ``respx.mock(using="graph")`` (or the ``graph_respx`` fixture in conftest)
 intercepts Graph sends and nothing else. Importing this module registers it with respx.
@@ -19,11 +20,12 @@ GRAPH_MOCKER = "graph"
 
 
 class GraphTransportMocker(AbstractRequestMocker):
-    """Both ways into the transport: `handle_async_request` (httpx objects) and `send_raw`, the Graph client's
+    """Both ways into either transport: `handle_async_request` (httpx objects) and `send_raw`, the Graph client's
     hot path, which takes plain values and answers a `RawResponse`."""
 
     name = GRAPH_MOCKER
-    targets = ["bot.graph.transport.AiohttpTransport"]  # noqa: RUF012 - respx's class-level contract
+    # respx's class-level contract:
+    targets = ["bot.graph.wire.LeanTransport", "bot.graph.transport.AiohttpTransport"]  # noqa: RUF012
     target_methods = ["handle_async_request", "send_raw"]  # noqa: RUF012
 
     @classmethod

@@ -10,7 +10,7 @@ import respx
 
 from bot.graph.client import GraphClient, SendResult, make_http_client
 from bot.graph.errors import AmbiguousError, NotSentError, RejectedError
-from bot.graph.transport import AiohttpTransport
+from bot.graph.wire import LeanTransport
 from bot.metrics import Metrics
 from bot.settings import Settings, Template
 
@@ -188,13 +188,13 @@ async def test_make_http_client_passes_timeouts_to_the_transport() -> None:
 async def test_make_http_client_uses_the_fast_transport_by_default() -> None:
     async with make_http_client(settings(), max_in_flight=150) as http:
         transport = http._transport  # the only way to see which transport a client was built with
-        assert isinstance(transport, AiohttpTransport)
-        assert transport._limits.max_connections == 150
+        assert isinstance(transport, LeanTransport)
+        assert transport._max == 150
         assert not http.follow_redirects
 
 
 async def test_respx_intercepts_requests_through_the_fast_transport() -> None:
-    """respx's default mocker patches httpcore, which the aiohttp transport bypasses; `using="httpx"` works."""
+    """respx's default mocker patches httpcore, which the Graph transport bypasses; `using="httpx"` works."""
     async with (
         respx.mock(base_url=API_URL, using="httpx", assert_all_called=True) as mock,
         make_http_client(settings()) as http,

@@ -16,6 +16,7 @@ import pytest
 from bot.graph.client import GraphClient, GraphHttpClient, make_http_client
 from bot.graph.errors import AmbiguousError, NotSentError
 from bot.graph.transport import TRANSPORTS, AiohttpTransport, ShardedTransport, make_fast_transport
+from bot.graph.wire import LeanTransport
 from bot.settings import Settings
 
 PHONE_ID = "100000000000001"
@@ -234,9 +235,9 @@ async def test_every_benchmarked_transport_can_send(name: str) -> None:
             assert (await graph_for(http, url).send_text(to="+1", text="x", callback_data="1")).wamid == "wamid.REAL"
 
 
-def test_the_fast_transport_is_the_aiohttp_one() -> None:
-    assert isinstance(make_fast_transport(), AiohttpTransport)
-    assert not isinstance(make_fast_transport(), ShardedTransport)
+def test_the_fast_transport_is_the_lean_one() -> None:
+    assert isinstance(make_fast_transport(), LeanTransport)
+    assert not isinstance(make_fast_transport(), ShardedTransport | AiohttpTransport)
 
 
 async def test_closing_the_client_closes_the_aiohttp_session() -> None:
@@ -278,15 +279,26 @@ async def test_an_answer_that_trickles_in_ends_at_the_overall_deadline_as_ambigu
     assert "1 s" in caught.value.title
 
 
-def patient_client(connect: float) -> httpx.AsyncClient:
+# Both transports that report a request's progress: the production one and the aiohttp one it replaced.
+PROGRESS_TRANSPORTS = {"lean": LeanTransport, "aiohttp": AiohttpTransport}
+
+
+@pytest.fixture(params=sorted(PROGRESS_TRANSPORTS))
+def patient_client(request: pytest.FixtureRequest) -> Callable[[float], httpx.AsyncClient]:
     """The production client whose connect and pool waits outlast the send's own deadline (a Graph that stops
     answering SYNs, a pool that stays busy): the deadline, not a transport timeout, ends the wait."""
-    transport = AiohttpTransport(limits=httpx.Limits(max_connections=1))
-    timeout = httpx.Timeout(connect=connect, pool=connect, read=connect, write=connect)
-    return GraphHttpClient(transport=transport, timeout=timeout, limits=httpx.Limits(max_connections=1))
+
+    def make(connect: float) -> httpx.AsyncClient:
+        transport = PROGRESS_TRANSPORTS[request.param](limits=httpx.Limits(max_connections=1))
+        timeout = httpx.Timeout(connect=connect, pool=connect, read=connect, write=connect)
+        return GraphHttpClient(transport=transport, timeout=timeout, limits=httpx.Limits(max_connections=1))
+
+    return make
 
 
-async def test_a_deadline_spent_opening_the_connection_is_not_sent_and_backs_off_the_sender() -> None:
+async def test_a_deadline_spent_opening_the_connection_is_not_sent_and_backs_off_the_sender(
+    patient_client: Callable[[float], httpx.AsyncClient],
+) -> None:
     """Graph's listen queue is full and it drops our SYN: no byte left, so the send is retried (after a back-off
     of the whole sender), never marked `unknown`."""
     listener = socket.socket()
@@ -315,7 +327,9 @@ async def test_a_deadline_spent_opening_the_connection_is_not_sent_and_backs_off
     assert "no connection within 0.5 s" in caught.value.title
 
 
-async def test_a_deadline_spent_waiting_for_our_own_pool_is_not_sent_and_retried_alone() -> None:
+async def test_a_deadline_spent_waiting_for_our_own_pool_is_not_sent_and_retried_alone(
+    patient_client: Callable[[float], httpx.AsyncClient],
+) -> None:
     """Every connection of ours is busy until after the deadline: this attempt never left, and nobody else
     needs to wait for it (no back-off of the sender)."""
     release = asyncio.Event()
@@ -339,7 +353,9 @@ async def test_a_deadline_spent_waiting_for_our_own_pool_is_not_sent_and_retried
     assert caught.value.scope == "attempt", caught.value
 
 
-async def test_a_deadline_spent_after_the_request_left_stays_ambiguous() -> None:
+async def test_a_deadline_spent_after_the_request_left_stays_ambiguous(
+    patient_client: Callable[[float], httpx.AsyncClient],
+) -> None:
     """The same deadline once a connection is held: the request may have been read, so it is `unknown`."""
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -356,6 +372,8 @@ async def test_a_deadline_spent_after_the_request_left_stays_ambiguous() -> None
 def transport_busy(http: httpx.AsyncClient) -> bool:
     """True once the client's single connection is taken (the first send holds it)."""
     transport = http._transport
+    if isinstance(transport, LeanTransport):
+        return transport._open == 1 and not any(transport._idle.values())
     assert isinstance(transport, AiohttpTransport)
     session = transport._session
     return session is not None and session.connector is not None and len(session.connector._acquired) == 1
