@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -86,6 +87,9 @@ async def serve_dispatcher(
 ) -> Dispatcher:
     """Run a dispatcher until SIGTERM/SIGINT, then let it finish its in-flight sends; returns it (for its counts)."""
     async with open_dispatcher(settings, url, concurrency=concurrency, wrap_graph=wrap_graph) as d:
+        # Modules and the dispatcher live as long as the process, yet every full garbage collection would walk
+        # them again: out of its sight from here on (~25 µs of CPU per send at 1,000 msg/s, `bench fanout`).
+        gc.freeze()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, d.stop)
