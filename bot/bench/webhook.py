@@ -59,7 +59,7 @@ from typing import IO, Any, cast
 from bot.bench.common import free_port, int_list, last_line, percentile, terminate
 from bot.dispatch.worker import run_event_loop
 from bot.runtime import CommandFailedError, UsageError, preflight, run_with_engine
-from bot.settings import Settings
+from bot.settings import MAX_WORKERS, Settings
 from bot.webhook.signature import sign
 
 MAX_REQUESTS = 100_000
@@ -189,6 +189,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--duration", type=int, default=10, help="seconds of the throughput and open-loop runs (default 10)"
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="jem-bot server processes (`serve --workers`; default 1, like the reference, so the ratio compares "
+        "the work per request; with more, `server ms` is not shown, /metrics being per process)",
+    )
+    parser.add_argument(
         "--no-reference",
         dest="reference",
         action="store_false",
@@ -211,6 +218,8 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
         raise UsageError(f"--rate must be 0-{MAX_RATE}, got {args.rate}")
     if not 1 <= args.duration <= MAX_DURATION:
         raise UsageError(f"--duration must be 1-{MAX_DURATION}, got {args.duration}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise UsageError(f"--workers must be 1-{MAX_WORKERS}, got {args.workers}")
     wrk = shutil.which("wrk") if args.connections and args.load_generator != "python" else None
     if args.load_generator == "wrk" and args.connections and wrk is None:
         raise UsageError("--load-generator wrk: wrk is not on PATH")
@@ -231,11 +240,15 @@ def run(settings: Settings, args: argparse.Namespace) -> None:
     try:
         # The servers stop before the clean-up, so no request still in flight can write after it.
         with contextlib.ExitStack() as stack:
-            started = {name: stack.enter_context(_Server(name, url, secret)) for name in servers}
+            started = {
+                name: stack.enter_context(_Server(name, url, secret, workers=args.workers if name == JEM_BOT else 1))
+                for name in servers
+            }
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="jem-bench-webhook-")))
             if announce is not None:
                 announce(f"database: {database}")
-                announce(f"server: jem-bot serve --no-dispatcher at {started[JEM_BOT].base} (uvicorn, its own process)")
+                processes = "its own process" if args.workers == 1 else f"{args.workers} processes of its own"
+                announce(f"server: jem-bot serve --no-dispatcher at {started[JEM_BOT].base} (uvicorn, {processes})")
                 if LEAN in started:
                     announce(
                         f"reference: lean handler (python -m bot.bench.lean) at {started[LEAN].base} (uvicorn, its "
@@ -1179,9 +1192,13 @@ class _Server:
     """jem-bot (``serve --no-dispatcher``) or the lean reference, on a free loopback port with a bench-only app
     secret, in a child process under uvicorn; stopped on exit."""
 
-    def __init__(self, name: str, database_url: str, secret: str, *, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self, name: str, database_url: str, secret: str, *, workers: int = 1, startup_timeout: float = 60.0
+    ) -> None:
         self.name = name
-        self.metrics = name == JEM_BOT
+        self._workers = workers
+        # "server ms" comes from /metrics, which is per process: a second process would answer some reads.
+        self.metrics = name == JEM_BOT and workers == 1
         self._database_url = database_url
         self._secret = secret
         self._startup_timeout = startup_timeout
@@ -1224,7 +1241,7 @@ class _Server:
         import httpx
 
         try:
-            if self.metrics:
+            if self.name == JEM_BOT:
                 return httpx.get(self.base + "/health", timeout=2.0).status_code == 200
             # The reference has no routes but the webhook: an unsigned POST answered 403 means it is up.
             return httpx.post(self.base + PATH, content=b"{}", timeout=2.0).status_code == 403
@@ -1241,9 +1258,9 @@ class _Server:
             # In the environment, not on the command line, where any local user could read them in `ps`.
             return env | {"JEM_LEAN_DSN": asyncpg_dsn(self._database_url), "JEM_LEAN_SECRET": self._secret}
         return env | {
-            # One server process, like the reference: the ratio then compares the work each does per request,
-            # not how many cores each was given (and /metrics, read for "server ms", is per process).
-            "JEM_WORKERS": "1",
+            # One server process unless asked, like the reference: the ratio then compares the work each does per
+            # request, not how many cores each was given (and /metrics, read for "server ms", is per process).
+            "JEM_WORKERS": str(self._workers),
             "DATABASE_URL": self._database_url,
             "WHATSAPP_APP_SECRET": self._secret,
             "WHATSAPP_VERIFY_TOKEN": secrets.token_urlsafe(16),

@@ -128,8 +128,9 @@ async def test_bench_without_the_reference_or_wrk(
     before = await _snapshot(db)
     args = ("--requests", "10", "--concurrency", "2", "--batch-size", "0", "--connections", "2", "--duration", "1")
     report = await asyncio.to_thread(
-        _bench, database_url, tmp_path, *args, "--rate", "20", "--no-reference", "--load-generator", "python"
-    )
+        _bench, database_url, tmp_path, *args, "--rate", "20", "--no-reference", "--load-generator", "python",
+        "--workers", "2",
+    )  # fmt: skip
     assert report["reference"] is None
     assert report["throughput_client"] == "python"
     runs = report["runs"]
@@ -138,6 +139,8 @@ async def test_bench_without_the_reference_or_wrk(
         ("jem-bot", "throughput", "python", 2),
     ]
     assert all(r["errors"] == 0 and r["vs_lean_req_per_s"] is None and r["vs_lean_p99"] is None for r in runs)
+    # Two server processes: /metrics answers for one of them, so no server-side mean is claimed.
+    assert all(r["server_mean_ms"] is None for r in runs)
     [open_run] = report["open_loop"]
     assert (open_run["server"], open_run["requests"], open_run["errors"], open_run["vs_lean_p99"]) == (
         "jem-bot",
@@ -205,6 +208,7 @@ async def test_bench_refuses_bad_options_with_one_line(tmp_path: Path, database_
         (("--connections", "5000"), "--connections must be 0-1000"),
         (("--rate", "-1"), "--rate must be 0-20000"),
         (("--duration", "0"), "--duration must be 1-600"),
+        (("--workers", "0"), "--workers must be 1-64"),
         (("--rate", "20000", "--duration", "600"), "that would post more than 2000000 statuses"),
     ]:
         done = await asyncio.to_thread(jem, env, "bench", "webhook", *args)
