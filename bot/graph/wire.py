@@ -99,6 +99,11 @@ class _Connection(asyncio.Protocol):
             self._finish(httpx.RemoteProtocolError(f"malformed HTTP answer: {exc}"))
             self.close()
 
+    def eof_received(self) -> bool | None:
+        # The server is done with this connection: never hand it out again (the transport closes it next).
+        self.closed = True
+        return None
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.headers_done and self.close_delimited and not self.complete:
@@ -270,7 +275,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
             idle = self._idle.get(target.key)
             while idle:
                 conn = idle.pop()  # the most recently used: the least likely to be closing
-                if conn.closed or loop.time() - conn.idle_since > self._keepalive:
+                stale = conn.closed or conn.transport is None or conn.transport.is_closing()
+                if stale or loop.time() - conn.idle_since > self._keepalive:
                     self._discard(conn)
                     continue
                 if progress is not None:
