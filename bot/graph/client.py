@@ -18,8 +18,7 @@ from bot.graph.errors import (
     parse_retry_after,
 )
 from bot.graph.messages import interactive_message, named_template_message, template_message, text_message
-from bot.graph.transport import KEEPALIVE_SECONDS, AiohttpTransport, SendProgress, make_fast_transport
-from bot.graph.wire import LeanTransport
+from bot.graph.transport import KEEPALIVE_SECONDS, RawTransport, SendProgress, make_fast_transport
 from bot.metrics import Metrics
 from bot.phones import user_id as valid_user_id
 from bot.settings import Settings, Template
@@ -278,7 +277,7 @@ class GraphHttpClient(httpx.AsyncClient):
         if known is None:
             known = self._routes[id(url)] = (url, self._transport_for_url(url), str(url))
         _, transport, text = known
-        if isinstance(transport, AiohttpTransport | LeanTransport):
+        if isinstance(transport, RawTransport):
             raw = await transport.send_raw("POST", text, headers, content, self._timeouts, progress=progress)
             return raw.status, raw.body, raw.header("retry-after")
         request = httpx.Request("POST", url, headers=headers, content=content, extensions={"timeout": self._timeouts})

@@ -121,7 +121,41 @@ class RawResponse:
         return None
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
+class RawTransport(httpx.AsyncBaseTransport):
+    """A transport with a direct way to send (`send_raw`: plain values in, a `RawResponse` out), the Graph
+    client's hot path; any httpx client (respx, tests) goes through `handle_async_request`, built on it."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        content = await request.aread()
+        raw = await self.send_raw(
+            request.method,
+            str(request.url),
+            request.headers.multi_items(),
+            content,
+            request.extensions.get("timeout", {}),
+            decompress=False,  # httpx's Response decodes the body by its Content-Encoding
+        )
+        extensions: dict[str, object] = {"http_version": b"HTTP/1.1"}
+        if raw.reason:
+            extensions["reason_phrase"] = raw.reason.encode("latin-1", "replace")
+        return httpx.Response(raw.status, headers=raw.headers, content=raw.body, request=request, extensions=extensions)
+
+    async def send_raw(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        content: bytes,
+        timeouts: Mapping[str, float | None],
+        decompress: bool = True,
+        progress: SendProgress | None = None,
+    ) -> RawResponse:
+        """One request and its whole answer. ``timeouts`` are httpx's (``connect``, ``pool``, ``read``);
+        ``progress``, when given, learns how far the request got (see `SendProgress`)."""
+        raise NotImplementedError
+
+
+class AiohttpTransport(RawTransport):
     """An httpx transport backed by one ``aiohttp.ClientSession`` (created lazily inside the event loop).
 
     Bodies are read completely before returning (Graph answers are small JSON), so a connection goes back
@@ -161,21 +195,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 timeout=aiohttp.ClientTimeout(total=None),
             )
         return self._session
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        content = await request.aread()
-        raw = await self.send_raw(
-            request.method,
-            str(request.url),
-            request.headers.multi_items(),
-            content,
-            request.extensions.get("timeout", {}),
-            decompress=False,  # httpx's Response decodes the body by its Content-Encoding
-        )
-        extensions: dict[str, object] = {"http_version": b"HTTP/1.1"}
-        if raw.reason:
-            extensions["reason_phrase"] = raw.reason.encode("latin-1", "replace")
-        return httpx.Response(raw.status, headers=raw.headers, content=raw.body, request=request, extensions=extensions)
 
     async def send_raw(
         self,

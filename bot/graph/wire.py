@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import httptools
 import httpx
 
-from bot.graph.transport import DEFAULT_LIMITS, KEEPALIVE_SECONDS, RawResponse, SendProgress
+from bot.graph.transport import DEFAULT_LIMITS, KEEPALIVE_SECONDS, RawResponse, RawTransport, SendProgress
 
 # Distinct URLs whose parsed form is kept (one per sending number in practice); past it, the cache starts over.
 MAX_CACHED_URLS = 1_000
@@ -174,10 +174,9 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-class LeanTransport(httpx.AsyncBaseTransport):
+class LeanTransport(RawTransport):
     """HTTP/1.1 over a pool of keep-alive connections (at most ``limits.max_connections``, idle ones dropped
-    after ``limits.keepalive_expiry``). ``send_raw`` is the Graph client's path; ``handle_async_request`` serves
-    any httpx client (respx, tests). Timeouts: ``pool`` to wait for a free connection, ``connect`` to open one
+    after ``limits.keepalive_expiry``). Timeouts: ``pool`` to wait for a free connection, ``connect`` to open one
     (TCP and TLS), ``read`` for the whole answer once the request is written."""
 
     def __init__(self, *, limits: httpx.Limits = DEFAULT_LIMITS, verify: ssl.SSLContext | bool = True) -> None:
@@ -190,21 +189,6 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._targets: dict[str, _Target] = {}
         self._closed = False
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        content = await request.aread()
-        raw = await self.send_raw(
-            request.method,
-            str(request.url),
-            request.headers.multi_items(),
-            content,
-            request.extensions.get("timeout", {}),
-            decompress=False,  # httpx's Response decodes the body by its Content-Encoding
-        )
-        extensions: dict[str, object] = {"http_version": b"HTTP/1.1"}
-        if raw.reason:
-            extensions["reason_phrase"] = raw.reason.encode("latin-1", "replace")
-        return httpx.Response(raw.status, headers=raw.headers, content=raw.body, request=request, extensions=extensions)
 
     async def send_raw(
         self,

@@ -71,6 +71,18 @@ def response_bytes(status: int, body: bytes, *, extra: str = "") -> bytes:
     )
 
 
+def answer_when(release: asyncio.Event) -> Handler:
+    """A handler that reads the request and answers success once ``release`` is set (the connection stays busy)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await release.wait()
+        writer.write(response_bytes(200, json.dumps(SUCCESS).encode()))
+        await writer.drain()
+
+    return handler
+
+
 def settings(api_url: str, *, timeout: float = 2.0) -> Settings:
     return Settings(whatsapp_api_url=api_url, graph_timeout=timeout)
 
@@ -200,12 +212,7 @@ async def test_garbage_instead_of_http_is_ambiguous() -> None:
 async def test_waiting_too_long_for_a_pooled_connection_is_not_sent() -> None:
     """With every connection busy, a send that cannot get one in time never left: retry is safe."""
     release = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        await release.wait()
-        writer.write(response_bytes(200, json.dumps(SUCCESS).encode()))
-        await writer.drain()
+    handler = answer_when(release)
 
     async with raw_server(handler) as url:
         transport = AiohttpTransport(limits=httpx.Limits(max_connections=1))
@@ -333,12 +340,7 @@ async def test_a_deadline_spent_waiting_for_our_own_pool_is_not_sent_and_retried
     """Every connection of ours is busy until after the deadline: this attempt never left, and nobody else
     needs to wait for it (no back-off of the sender)."""
     release = asyncio.Event()
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        await release.wait()
-        writer.write(response_bytes(200, json.dumps(SUCCESS).encode()))
-        await writer.drain()
+    handler = answer_when(release)
 
     async with raw_server(handler) as url, patient_client(connect=10.0) as http:
         graph = GraphClient(http, api_url=url, phone_number_id=PHONE_ID, access_token="t", template=None, deadline=5)
